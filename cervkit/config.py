@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
+DATA_MANIFEST_NAME = "data_manifest.csv"
 
 
 def quick_mode() -> bool:
@@ -52,16 +53,41 @@ def real_mri_manifest() -> Path | None:
     return path if path.is_file() else None
 
 
-def outputs_dir() -> Path:
-    """Return the folder for generated files (``CERVKIT_OUTPUTS``, default ``outputs``).
+def project_root(start: Path | None = None) -> Path | None:
+    """Find the cervkit checkout (the folder with ``data_manifest.csv`` and ``pyproject.toml``).
 
-    The folder is created if needed. It is ignored by git.
+    Parameters
+    ----------
+    start : pathlib.Path, optional
+        Where to start looking upward (default: the current directory, then this package's folder).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The checkout's root, or None (e.g. cervkit installed from a wheel, run elsewhere).
+    """
+    bases = [Path.cwd() if start is None else Path(start), Path(__file__).resolve().parent]
+    for base in bases:
+        for folder in (base.resolve(), *base.resolve().parents):
+            if (folder / DATA_MANIFEST_NAME).is_file() and (folder / "pyproject.toml").is_file():
+                return folder
+    return None
+
+
+def outputs_dir() -> Path:
+    """Return the folder for generated files, creating it if needed.
+
+    ``CERVKIT_OUTPUTS`` when set, else ``outputs/`` at the checkout's root (ignored by git),
+    else ``outputs/`` in the current directory (e.g. on Colab with cervkit pip-installed).
 
     Returns
     -------
     pathlib.Path
         The outputs folder, absolute.
     """
-    path = Path(os.environ.get("CERVKIT_OUTPUTS", "outputs")).expanduser().resolve()
+    env = os.environ.get("CERVKIT_OUTPUTS", "").strip()
+    root = project_root()
+    default = (root / "outputs") if root is not None else Path("outputs")
+    path = (Path(env) if env else default).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,0 +1,114 @@
+"""The command line: ``python -m cervkit <command> …`` (a stable contract, see DESIGN.md).
+
+Each command's work lives in its own module; this file only parses arguments and
+reports errors. Heavy imports happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from cervkit.errors import CervkitInputError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    from cervkit.notebook_runner import run_all
+
+    results = run_all(Path(args.out), folder=Path(args.folder) if args.folder else None, only=args.only)
+    failed = [r for r in results if r.error is not None]
+    total = sum(r.seconds for r in results)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed ({total:.0f} s); executed copies in {args.out}")
+    return 1 if failed or not results else 0
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from cervkit.synth import write_phantom_dataset
+
+    path = write_phantom_dataset(Path(args.out), args.n, style=args.style, seed=args.seed,
+                                 size=(args.size, args.size), overwrite=args.overwrite)
+    print(f"wrote {args.n} {args.style} phantoms: {path}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from cervkit.manifest import ensure_split, summary
+
+    manifest = ensure_split(Path(args.manifest), Path(args.out) if args.out else None, seed=args.seed)
+    print(summary(manifest).to_string())
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from cervkit.manifest import load_manifest, validate_manifest
+
+    manifest = load_manifest(Path(args.manifest), validate=False)
+    problems = validate_manifest(manifest, check_sha256=args.sha256)
+    for problem in problems:
+        print(f"- {problem}")
+    print(f"{args.manifest}: {len(manifest.df)} rows, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one sub-command per task.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each sub-parser's ``handler`` default runs it.
+    """
+    parser = argparse.ArgumentParser(prog="cervkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("notebooks", help="execute the numbered notebooks (quick mode with CERVKIT_QUICK=1)")
+    p.add_argument("--out", default="outputs/notebooks", help="folder for the executed copies")
+    p.add_argument("--folder", help="notebooks folder (default: the checkout's notebooks/)")
+    p.add_argument("--only", nargs="*", help="name prefixes to run, e.g. 00 01")
+    p.set_defaults(handler=_cmd_notebooks)
+
+    p = sub.add_parser("phantoms", help="write a synthetic phantom dataset with a manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--style", choices=["xray", "mri", "both"], default="xray")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=_cmd_phantoms)
+
+    p = sub.add_parser("split", help="patient-level 6:2:2 split written to a CSV")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", help="where to write the split manifest (default: <stem>_split.csv beside it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_split)
+
+    p = sub.add_parser("validate", help="report every problem in a manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--sha256", action="store_true", help="also check image hashes")
+    p.set_defaults(handler=_cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 1 when something failed, 2 for bad input.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (CervkitInputError, FileExistsError, FileNotFoundError) as exc:
+        print(f"cervkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
