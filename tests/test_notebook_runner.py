@@ -1,0 +1,43 @@
+"""`python -m cervkit notebooks` executes notebooks, writes executed copies and reports failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from cervkit.notebook_runner import find_notebooks, run_all
+
+
+def _write(path: Path, *sources: str) -> None:
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), path)
+
+
+def test_runner_executes_in_order_and_reports_failure(tmp_path: Path) -> None:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write(folder / "00_ok.ipynb", "import os\nprint(os.getcwd())", "x = 21 * 2\nprint(x)")
+    _write(folder / "01_fails.ipynb", "raise RuntimeError('lesson claim broken')")
+    (folder / "notes.ipynb").write_text("{}")  # not numbered: ignored
+    assert [p.name for p in find_notebooks(folder)] == ["00_ok.ipynb", "01_fails.ipynb"]
+    results = run_all(tmp_path / "out", folder=folder)
+    ok, bad = results
+    assert ok.error is None and bad.error is not None and "lesson claim broken" in bad.error
+    executed = nbformat.read(ok.executed, as_version=4)
+    outputs = "".join(o.get("text", "") for c in executed.cells for o in c.outputs)
+    assert "42" in outputs and str(folder) in outputs  # ran, with the notebook folder as cwd
+    assert (tmp_path / "out" / "01_fails.ipynb").is_file()
+
+
+def test_cli_exit_status(tmp_path: Path) -> None:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write(folder / "00_ok.ipynb", "assert 1 + 1 == 2")
+    run = [sys.executable, "-m", "cervkit", "notebooks", "--folder", str(folder), "--out", str(tmp_path / "o")]
+    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
+    _write(folder / "01_bad.ipynb", "assert False, 'no'")
+    proc = subprocess.run(run, capture_output=True, text=True)
+    assert proc.returncode == 1 and "1 passed, 1 failed" in proc.stdout
