@@ -54,6 +54,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cervkit.train import train_run
+
+    run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
+                    seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite)
+    print(f"trained {args.model}: {run}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cervkit.predict import predict_files
+    from cervkit.runs import load_predictor
+
+    predictor = load_predictor(Path(args.model), device=args.device)
+    table = predict_files(predictor, args.inputs, Path(args.out), overwrite=args.overwrite)
+    failed = int((table["status"] != "ok").sum())
+    ok = table[table["status"] == "ok"]
+    mean = f", {ok['seconds'].mean():.3f} s/image" if len(ok) else ""
+    print(f"{len(ok)} predicted, {failed} failed{mean}; outputs in {args.out}")
+    return 1 if failed or table.empty else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cervkit.evaluate import evaluate_predictor, write_evaluation
+    from cervkit.manifest import load_manifest
+    from cervkit.runs import load_predictor
+
+    manifest = load_manifest(Path(args.manifest))
+    evaluation = evaluate_predictor(load_predictor(Path(args.model), device=args.device), manifest,
+                                    split=args.split)
+    out = write_evaluation(evaluation, Path(args.out), overwrite=args.overwrite)
+    print(evaluation.summary.to_string(index=False))
+    print(f"{len(evaluation.images)} images evaluated; tables in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task.
 
@@ -70,6 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="notebooks folder (default: the checkout's notebooks/)")
     p.add_argument("--only", nargs="*", help="name prefixes to run, e.g. 00 01")
     p.set_defaults(handler=_cmd_notebooks)
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--model", default="yolo-unet",
+                   choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"])
+    p.add_argument("--quick", action="store_true", help="quick mode (also CERVKIT_QUICK=1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--imgsz", type=int, help="detector image size")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="train into a non-empty run folder")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("predict", help="segment images (files or folders) with a trained run")
+    p.add_argument("--model", required=True, help="the run folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("inputs", nargs="+", help="DICOM, PNG, JPG or TIFF files, or folders")
+    p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a manifest")
+    p.add_argument("--model", required=True, help="the run folder")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="test", help="split to evaluate (every row when the manifest has none)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("phantoms", help="write a synthetic phantom dataset with a manifest")
     p.add_argument("--out", required=True)

@@ -1,0 +1,178 @@
+"""Run folders: what ``cervkit train`` writes and ``predict``/``evaluate``/the editor load by path.
+
+A run folder holds ``run.json`` (the model kind, the arguments, versions, the stages'
+sub-folders and the validation summary), ``split.csv`` (the exact split used) and one
+sub-folder per stage (``detector/``, ``segmenter/``). :func:`load_predictor` turns a
+run folder into an object with ``predict(image) -> CascadePrediction``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from os import PathLike
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cervkit.errors import CervkitInputError
+from cervkit.fileutil import atomic_write_bytes
+
+RUN_FILE = "run.json"
+CASCADE_MODELS = ("yolo-unet", "yolo-deeplab")
+MODELS = ("yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg")
+
+
+class Predictor(Protocol):
+    """Anything with ``predict(image) -> CascadePrediction``."""
+
+    def predict(self, image: np.ndarray) -> Any:  # pragma: no cover - protocol
+        ...
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a run depends on.
+
+    Returns
+    -------
+    dict
+        Package → version, plus python and platform.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("cervkit", "torch", "ultralytics", "segmentation-models-pytorch", "albumentations", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def start_run(out: str | PathLike[str], model: str, arguments: dict[str, Any], *,
+              overwrite: bool = False) -> Path:
+    """Create a run folder and its ``run.json`` (status ``training``).
+
+    Parameters
+    ----------
+    out : str or PathLike
+        The run folder.
+    model : str
+        One of :data:`MODELS`.
+    arguments : dict
+        The training arguments, recorded as given.
+    overwrite : bool
+        Allow an existing non-empty folder (its stage folders are replaced stage by stage).
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, absolute.
+
+    Raises
+    ------
+    FileExistsError
+        The folder exists and is not empty, without ``overwrite``.
+    """
+    if model not in MODELS:
+        raise CervkitInputError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    run = Path(out).resolve()
+    if run.exists() and any(run.iterdir()) and not overwrite:
+        raise FileExistsError(f"{run} exists and is not empty; pass --overwrite to train into it anyway")
+    run.mkdir(parents=True, exist_ok=True)
+    info = {"model": model, "status": "training", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "arguments": arguments, "versions": versions(), "stages": {}}
+    write_run_info(run, info)
+    return run
+
+
+def write_run_info(run: Path, info: dict[str, Any]) -> Path:
+    """Write ``run.json`` atomically (replacing the previous one of the same run).
+
+    Parameters
+    ----------
+    run : pathlib.Path
+        The run folder.
+    info : dict
+        JSON-serialisable content.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    text = json.dumps(info, indent=2, default=_jsonable) + "\n"
+    return atomic_write_bytes(Path(run) / RUN_FILE, text.encode(), overwrite=True)
+
+
+def read_run_info(run: str | PathLike[str]) -> dict[str, Any]:
+    """Read a run folder's ``run.json``.
+
+    Parameters
+    ----------
+    run : str or PathLike
+        The run folder.
+
+    Returns
+    -------
+    dict
+        Its content.
+
+    Raises
+    ------
+    CervkitInputError
+        Not a run folder, or a run whose training did not finish.
+    """
+    path = Path(run) / RUN_FILE
+    if not path.is_file():
+        raise CervkitInputError(f"not a cervkit run folder (no {RUN_FILE}); train one with "
+                                "`python -m cervkit train --manifest M --out RUN`", run)
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CervkitInputError(f"{RUN_FILE} is not valid JSON ({exc})", path) from exc
+    return info
+
+
+def load_predictor(run: str | PathLike[str], *, device: str | None = None, **options: Any) -> Predictor:
+    """Load a trained run as a predictor.
+
+    Parameters
+    ----------
+    run : str or PathLike
+        The run folder.
+    device : str, optional
+        ``cpu`` or ``cuda``; default CUDA when available.
+    **options
+        Passed to the predictor (e.g. ``conf``, ``threshold`` for cascades).
+
+    Returns
+    -------
+    Predictor
+        An object with ``predict(image) -> CascadePrediction``.
+    """
+    info = read_run_info(run)
+    if info.get("status") != "done":
+        raise CervkitInputError(f"run status is {info.get('status')!r}, not 'done': training did not finish", run)
+    model = info["model"]
+    if model in CASCADE_MODELS:
+        from cervkit.cascade import Cascade
+        from cervkit.detector import Detector
+        from cervkit.segmenter import Segmenter
+
+        folder = Path(run)
+        return Cascade(Detector.load(folder / info["stages"]["detector"], device=device),
+                       Segmenter.load(folder / info["stages"]["segmenter"], device=device), **options)
+    raise CervkitInputError(f"model {model!r} cannot be loaded by this version of cervkit", run)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,102 @@
+"""``python -m cervkit train``: split, train every stage of a model, validate, write the run folder.
+
+For the cascades (``yolo-unet``, the paper's model, and ``yolo-deeplab``) this trains the
+YOLOv11 detector (:func:`cervkit.detector.train_detector`) and the crop segmenter
+(:func:`cervkit.segmenter.train_segmenter`) on the same patient-level split, then runs
+the whole cascade on the validation split and records its metrics. The run folder
+(see :mod:`cervkit.runs`) is what ``predict``, ``evaluate`` and the editor load.
+"""
+
+from __future__ import annotations
+
+import time
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from cervkit.errors import CervkitInputError
+from cervkit.runs import CASCADE_MODELS, read_run_info, start_run, write_run_info
+
+SEGMENTER_OF = {"yolo-unet": "unet3plus", "yolo-deeplab": "deeplabv3plus"}
+
+
+def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model: str = "yolo-unet",
+              quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
+              overwrite: bool = False, detector_options: dict[str, Any] | None = None,
+              segmenter_options: dict[str, Any] | None = None, validate: bool = True) -> Path:
+    """Train a model end to end into a run folder.
+
+    Parameters
+    ----------
+    manifest : str or PathLike
+        Manifest CSV; split by patient (6:2:2, ``seed``) when it has no ``split`` column.
+    out : str or PathLike
+        The run folder (must be new or empty unless ``overwrite``).
+    model : str
+        ``yolo-unet`` (default) or ``yolo-deeplab``.
+    quick : bool, optional
+        Quick mode (default: :func:`cervkit.config.quick_mode`): same code path, tiny budget.
+    seed : int
+        Split and training seed.
+    imgsz : int, optional
+        Detector image size (default: the detector's own).
+    device : str, optional
+        ``cpu`` or ``cuda`` (default: CUDA when available).
+    overwrite : bool
+        Train into an existing non-empty folder, replacing its stages.
+    detector_options, segmenter_options : dict, optional
+        Extra keyword arguments for each stage's trainer.
+    validate : bool
+        Run the trained cascade on the validation split and record the metrics.
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, with ``run.json`` status ``done``.
+    """
+    from cervkit.config import quick_mode
+    from cervkit.manifest import ensure_split, save_manifest, summary
+
+    if model not in CASCADE_MODELS:
+        raise CervkitInputError(f"--model {model} is not trainable by this version; use one of {CASCADE_MODELS}")
+    quick = quick_mode() if quick is None else bool(quick)
+    arguments = {"manifest": str(Path(manifest).resolve()), "model": model, "quick": quick, "seed": seed,
+                 "imgsz": imgsz, "device": device, "detector_options": detector_options or {},
+                 "segmenter_options": segmenter_options or {}}
+    run = start_run(out, model, arguments, overwrite=overwrite)
+    split_csv = run / "split.csv"
+    split = ensure_split(manifest, split_csv, seed=seed, overwrite=overwrite)
+    if not split_csv.is_file():  # the manifest came with its own split: keep a copy with the run
+        save_manifest(split, split_csv, overwrite=overwrite)
+    info = read_run_info(run)
+    info["split"] = {"file": "split.csv", "summary": summary(split).to_dict(orient="records")}
+    timings: dict[str, float] = {}
+
+    from cervkit.detector import train_detector
+    from cervkit.segmenter import train_segmenter
+
+    start = time.perf_counter()
+    det_kwargs = dict(detector_options or {})
+    if imgsz is not None:
+        det_kwargs["imgsz"] = imgsz
+    train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
+    timings["detector"] = time.perf_counter() - start
+    start = time.perf_counter()
+    train_segmenter(split, run, model=SEGMENTER_OF[model], seed=seed, quick=quick, device=device,
+                    overwrite=overwrite, **(segmenter_options or {}))
+    timings["segmenter"] = time.perf_counter() - start
+    info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
+                train_seconds=timings)
+    write_run_info(run, info)
+
+    if validate and (split.df["split"] == "val").any():
+        from cervkit.evaluate import evaluate_predictor, write_evaluation
+        from cervkit.runs import load_predictor
+
+        start = time.perf_counter()
+        evaluation = evaluate_predictor(load_predictor(run, device=device), split, split="val")
+        write_evaluation(evaluation, run / "validation", overwrite=True)
+        info["validation"] = evaluation.summary.set_index("metric")[["mean", "ci_low", "ci_high"]].to_dict("index")
+        timings["validation"] = time.perf_counter() - start
+        write_run_info(run, info)
+    return run

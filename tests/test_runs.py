@@ -1,0 +1,38 @@
+"""Run folders: created once, described by run.json, refused when unfinished or foreign."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cervkit.errors import CervkitInputError
+from cervkit.runs import load_predictor, read_run_info, start_run, write_run_info
+
+
+def test_start_run_records_arguments_and_refuses_non_empty(tmp_path: Path) -> None:
+    run = start_run(tmp_path / "run", "yolo-unet", {"seed": 3})
+    info = read_run_info(run)
+    assert info["model"] == "yolo-unet" and info["status"] == "training" and info["arguments"] == {"seed": 3}
+    assert "torch" in info["versions"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        start_run(run, "yolo-unet", {})
+    assert start_run(run, "yolo-unet", {"seed": 4}, overwrite=True) == run
+    with pytest.raises(CervkitInputError, match="unknown model"):
+        start_run(tmp_path / "x", "resnet", {})
+
+
+def test_unfinished_or_foreign_runs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CervkitInputError, match="not a cervkit run folder"):
+        read_run_info(tmp_path)
+    run = start_run(tmp_path / "run", "yolo-unet", {})
+    with pytest.raises(CervkitInputError, match="did not finish"):
+        load_predictor(run)
+    (run / "run.json").write_text("{broken")
+    with pytest.raises(CervkitInputError, match="not valid JSON"):
+        read_run_info(run)
+    write_run_info(run, {"model": "something-else", "status": "done"})
+    assert json.loads((run / "run.json").read_text())["model"] == "something-else"
+    with pytest.raises(CervkitInputError, match="cannot be loaded"):
+        load_predictor(run)
