@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "io", "manifest", "synth", "instances", "augment", "models", "detector", "segmenter",
-    "split", "cascade", "metrics", "matching", "evaluate", "viz", "editor", "export", "measure", "levels", "bodies", "endplates", "cli",
+    "split", "cascade", "metrics", "matching", "yolo_env", "yolo_dataset", "detector_train", "runs", "train", "predict", "evaluate", "viz", "editor", "export", "measure", "levels", "bodies", "endplates", "cli",
     "dicom", "nifti", "fileutil", "preprocess", "datasets", "config", "notebook_runner",
 }
 

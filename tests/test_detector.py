@@ -1,0 +1,263 @@
+"""Stage-1 detector: YOLO dataset builder, offline ultralytics, tiny training run, prediction mapping."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cervkit.detector import Detections, box_iou, match_boxes, to_detections, to_uint8_rgb
+from cervkit.errors import CervkitInputError
+from cervkit.instances import boxes_from_labels
+from cervkit.io import read_mask
+from cervkit.yolo_dataset import build_yolo_dataset
+from cervkit.yolo_labels import read_yolo_labels
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory):
+    """Eight small X-ray phantoms (labels 1..6 = C2..C7) with a patient-level split."""
+    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.manifest import ensure_split
+    from cervkit.synth import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantoms")
+    path = write_phantom_dataset(root / "ph", 8, size=(128, 128), seed=3)
+    return ensure_split(path, root / "split.csv", ratios=(0.5, 0.25, 0.25))
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_dataset_labels_match_masks(phantoms, tmp_path: Path) -> None:
+    data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", splits=("train", "val", "test"))
+    data = _read_yaml(data_yaml)
+    assert data["names"] == {0: "vertebra"}
+    import csv
+
+    sources = list(csv.DictReader((tmp_path / "yolo" / "sources.csv").open()))
+    assert len(sources) == len(phantoms)
+    for split in ("train", "val", "test"):
+        folder = Path(data["path"]) / data[split]
+        assert folder.is_dir()
+        expected = {s["name"] for s in sources if s["split"] == split}
+        assert {p.stem for p in folder.glob("*.png")} == expected
+    for src in sources:
+        mask = read_mask(src["mask"])
+        label_file = tmp_path / "yolo" / "labels" / src["split"] / f"{src['name']}.txt"
+        boxes, classes = read_yolo_labels(label_file, mask.shape)
+        # independent tight boxes straight from the mask pixels
+        want = []
+        for k in range(1, int(mask.max()) + 1):
+            rows, cols = np.nonzero(mask == k)
+            want.append((cols.min(), rows.min(), cols.max() + 1, rows.max() + 1))
+        np.testing.assert_allclose(boxes, np.array(want, dtype=np.float32), atol=1e-3 * max(mask.shape))
+        assert np.all(classes == 0)
+    with pytest.raises(FileExistsError):
+        build_yolo_dataset(phantoms, tmp_path / "yolo")
+
+
+def test_dataset_level_classes(phantoms, tmp_path: Path) -> None:
+    data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", classes="levels")
+    assert _read_yaml(data_yaml)["names"] == dict(enumerate(["C2", "C3", "C4", "C5", "C6", "C7"]))
+    for label_file in (tmp_path / "yolo" / "labels" / "train").glob("*.txt"):
+        boxes, classes = read_yolo_labels(label_file, (128, 128))
+        centre_rows = (boxes[:, 1] + boxes[:, 3]) / 2
+        # phantom convention: label k = level k-1 (C2..C7), top to bottom
+        assert list(classes[np.argsort(centre_rows)]) == list(range(6))
+    # a levels column naming other levels reorders the classes
+    df = phantoms.df.copy()
+    df["levels"] = "C3,C4,C5,C6,C7,C2"
+    data_yaml = build_yolo_dataset(phantoms.with_df(df), tmp_path / "yolo2", classes="levels")
+    label_file = next((data_yaml.parent / "labels" / "train").glob("*.txt"))
+    _, classes = read_yolo_labels(label_file, (128, 128))
+    assert list(classes) == [1, 2, 3, 4, 5, 0]
+
+
+def test_dataset_needs_split_column(phantoms, tmp_path: Path) -> None:
+    with pytest.raises(CervkitInputError, match="split"):
+        build_yolo_dataset(phantoms.with_df(phantoms.df.drop(columns=["split"])), tmp_path / "y")
+
+
+def test_to_detections_clips_and_sorts() -> None:
+    xyxy = np.array([[10, 50, 30, 70], [-5, 5, 20, 15], [40, 90, 60, 130], [5, 5, 5, 9]], dtype=np.float32)
+    det = to_detections(xyxy, np.array([0.9, 0.8, 0.7, 0.6]), np.array([2.0, 0.0, 4.0, 1.0]), (100, 50))
+    assert isinstance(det, Detections) and len(det) == 3  # the zero-width box is dropped
+    np.testing.assert_array_equal(det.boxes, [[0, 5, 20, 15], [10, 50, 30, 70], [40, 90, 50, 100]])
+    np.testing.assert_allclose(det.scores, [0.8, 0.9, 0.7])
+    assert det.classes.tolist() == [0, 2, 4] and det.boxes.dtype == np.float32
+    assert det.image_shape == (100, 50)
+
+
+def test_to_uint8_rgb() -> None:
+    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    rgb = to_uint8_rgb(image)
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 2] == 255 and np.all(rgb[..., 0] == rgb[..., 2])
+    with pytest.raises(CervkitInputError):
+        to_uint8_rgb(np.zeros((2, 2, 3)))
+
+
+def test_box_matching() -> None:
+    gt = np.array([[0, 0, 10, 10], [0, 20, 10, 30]], dtype=np.float32)
+    pred = np.array([[0, 0, 10, 5], [0, 21, 10, 30], [50, 50, 60, 60]], dtype=np.float32)
+    np.testing.assert_allclose(box_iou(pred, gt)[:2], [[0.5, 0.0], [0.0, 0.9]])
+    assert match_boxes(pred, gt) == {"tp": 2, "fp": 1, "fn": 0}
+    assert match_boxes(pred, gt, 0.6) == {"tp": 1, "fp": 2, "fn": 1}
+    assert match_boxes(np.zeros((0, 4)), gt) == {"tp": 0, "fp": 0, "fn": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(phantoms, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-epoch imgsz-128 training run, made with the cwd in an empty folder."""
+    from cervkit.detector import train_detector
+
+    root = tmp_path_factory.mktemp("run")
+    cwd = root / "cwd"
+    cwd.mkdir()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        run = train_detector(phantoms, root / "run", epochs=2, imgsz=128, batch=4, device="cpu", quick=False)
+    finally:
+        os.chdir(old)
+    return run, cwd
+
+
+def test_train_writes_run_folder(tiny_run) -> None:
+    run, cwd = tiny_run
+    assert list(cwd.iterdir()) == []  # nothing in the cwd (no runs/)
+    for path in (run.weights, run.results_csv, run.config_json, run.curves_png):
+        assert path.is_file() and path.parent.is_relative_to(run.run_dir)
+    assert run.run_dir.name == "detector" and run.weights.name == "best.pt"
+    config = json.loads(run.config_json.read_text())
+    assert config["arguments"]["imgsz"] == 128 and config["arguments"]["epochs"] == 2
+    assert config["data"]["train"]["boxes"] == 6 * config["data"]["train"]["images"]
+    assert "ultralytics" in config["versions"] and run.epochs_run == 2
+
+
+def test_predict_maps_to_input_coordinates(tiny_run, phantoms) -> None:
+    from cervkit.detector import Detector
+    from cervkit.io import read_image
+
+    run, _ = tiny_run
+    det = Detector.load(run.run_dir.parent)
+    assert det.imgsz == 128 and det.names == {0: "vertebra"}
+    base = read_image(phantoms.image_path(0)).array
+    tall = np.vstack([base, base[:64]])  # 192 x 128, non-square
+    wide = tall.T.copy()  # 128 x 192
+    out = det.predict([tall, wide], conf=0.001, max_det=20)
+    assert len(out) == 2
+    raw = det.model.predict([to_uint8_rgb(tall), to_uint8_rgb(wide)], imgsz=128, conf=0.001, iou=0.5,
+                            max_det=20, verbose=False, device="cpu")
+    for image, dets, result in zip((tall, wide), out, raw):
+        h, w = image.shape
+        assert dets.image_shape == (h, w)
+        assert len(dets) > 0  # conf=0.001 keeps some boxes even after 2 epochs
+        assert np.all(dets.boxes[:, [0, 2]] <= w) and np.all(dets.boxes[:, [1, 3]] <= h)
+        centres = (dets.boxes[:, 1] + dets.boxes[:, 3]) / 2
+        assert np.all(np.diff(centres) >= 0)
+        # the same boxes as ultralytics' own output (which undoes the letterbox), as a set
+        ref = result.boxes.xyxy.numpy()
+        assert len(ref) == len(dets)
+        np.testing.assert_allclose(np.sort(dets.boxes, axis=0), np.sort(ref.clip(0, [w, h, w, h]), axis=0),
+                                   atol=1e-3)
+    assert det.last_seconds > 0
+
+
+_GUARD = textwrap.dedent("""
+    import os, socket, traceback, urllib.request
+    def _deny(*a, **k):
+        # record the attempt even when the caller swallows the exception
+        with open(os.environ["NET_LOG"], "a") as log:
+            log.write("".join(traceback.format_stack(limit=8)) + "\\n")
+        raise RuntimeError("network access attempted")
+    socket.socket.connect = _deny
+    socket.socket.connect_ex = _deny
+    socket.create_connection = _deny
+    socket.getaddrinfo = _deny
+    urllib.request.urlopen = _deny
+    try:
+        import requests
+        requests.Session.request = _deny
+        requests.head = requests.get = _deny
+    except ImportError:
+        pass
+""")
+
+
+def test_offline_train_and_predict_touch_no_network(phantoms, tmp_path: Path) -> None:
+    """A fresh interpreter with every network entry point raising still trains and predicts."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_GUARD)
+    script = textwrap.dedent(f"""
+        import numpy as np, socket
+        from cervkit.manifest import load_manifest
+        from cervkit.detector import Detector, train_detector
+        run = train_detector(load_manifest({str(phantoms.path)!r}), {str(tmp_path / 'run')!r}, epochs=1,
+                             imgsz=64, batch=4, device="cpu", quick=False)
+        out = Detector.load(run.weights).predict([np.zeros((50, 70), np.float32)], conf=0.001)
+        from ultralytics import utils
+        from cervkit.yolo_env import config_dir
+        assert utils.ONLINE is False and utils.SETTINGS["sync"] is False
+        assert (config_dir() / "Arial.ttf").is_file()
+        import os
+        assert not os.path.exists(os.environ["NET_LOG"]), open(os.environ["NET_LOG"]).read()
+        try:
+            socket.create_connection(("example.com", 80))
+        except RuntimeError:
+            print("GUARD-ACTIVE")
+        os.remove(os.environ["NET_LOG"])  # the deliberate probe above
+        print("OK", len(out))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]),
+               CERVKIT_OUTPUTS=str(tmp_path / "outputs"), MPLBACKEND="Agg",
+               NET_LOG=str(tmp_path / "net.log"))
+    log = tmp_path / "net.log"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    attempts = log.read_text() if log.exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + attempts
+    assert "GUARD-ACTIVE" in proc.stdout and "OK 1" in proc.stdout
+    assert "network access attempted" not in proc.stdout + proc.stderr
+    assert (tmp_path / "outputs" / "ultralytics_config" / "Ultralytics" / "settings.json").is_file()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ema_callback_shortens_memory() -> None:
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from cervkit.detector_train import _ema_callback
+    from cervkit.yolo_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.utils.torch_utils import ModelEMA
+
+    trainer = SimpleNamespace(ema=ModelEMA(torch.nn.Linear(2, 2)))
+    assert trainer.ema.decay(50) < 0.03  # ultralytics' default ramp: still ~random weights after 50 steps
+    _ema_callback(0.99, 50.0)(trainer)
+    assert math.isclose(trainer.ema.decay(50), 0.99 * (1 - math.exp(-1)))
+
+
+def test_max_minutes_caps_training(phantoms, tmp_path: Path) -> None:
+    """The wall-clock cap stops after the epoch in which it ran out (ultralytics' `time` would fill it)."""
+    from cervkit.detector import train_detector
+
+    run = train_detector(phantoms, tmp_path / "run", epochs=5, imgsz=96, batch=4, device="cpu", quick=False,
+                         max_minutes=1e-4)
+    assert run.epochs_run == 1 and run.weights.is_file()
