@@ -23,8 +23,8 @@ install-browser:
 run: install
 	CERVKIT_QUICK=$${CERVKIT_QUICK:-1} $(PYTHON) -m cervkit notebooks --out $(CERVKIT_OUTPUTS)/notebooks
 
-# Whole suite: unit tests and the notebooks under nbval.
-test: install
+# Whole suite: unit tests (with the editor's real-browser tests) and the notebooks under nbval.
+test: install install-browser
 	$(PYTHON) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
 clean:

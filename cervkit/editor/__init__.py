@@ -5,8 +5,9 @@
 flood fill, clean-ups, add/delete vertebra) as undoable steps, autosaves
 crash-safely and exports PNG / overlay / NIfTI without silent overwrites.
 :mod:`cervkit.editor.tools` has the array operations as pure functions and
-:mod:`cervkit.editor.codec` the compact text encodings the view uses. Nothing
-here imports ipywidgets or anywidget.
+:mod:`cervkit.editor.codec` the compact text encodings the view uses.
+:class:`MaskEditor` (the anywidget view, :mod:`cervkit.editor.widget`) is loaded on
+first use, so importing this package never imports ipywidgets or anywidget.
 
 Examples
 --------
@@ -36,5 +37,13 @@ from cervkit.editor.state import CLEAN_OPS, EditorState
 
 __all__ = [
     "BRUSH_SIZES", "CLEAN_OPS", "SHORTCUTS", "TOOLS", "EditorState", "apply_patch", "decode_labels",
-    "encode_labels", "encode_patch", "rle_decode", "rle_encode",
+    "encode_labels", "encode_patch", "rle_decode", "rle_encode", "MaskEditor",
 ]
+
+
+def __getattr__(name: str):
+    if name == "MaskEditor":
+        from cervkit.editor.widget import MaskEditor
+
+        return MaskEditor
+    raise AttributeError(f"module 'cervkit.editor' has no attribute {name!r}")

@@ -1,0 +1,400 @@
+"""The mask editor's notebook view: an anywidget over :class:`~cervkit.editor.EditorState`.
+
+:class:`MaskEditor` is thin: every edit, from the browser or from Python, goes
+through :meth:`MaskEditor.handle_message` and then the :class:`EditorState`,
+so a notebook can script edits along exactly the path the mouse takes.
+
+Link protocol (text only: Colab's widget manager mishandles large binary buffers).
+Kernel → view, synced traits: ``image_png`` (8-bit PNG, once per image; the view
+applies ``window`` itself), ``labels_png`` (whole map, for big changes),
+``patch`` (changed rectangle, :func:`~cervkit.editor.codec.encode_patch` plus
+``version``), ``shape``, ``active_label``, ``brush_radius``, ``tool``,
+``opacity``, ``window``, ``level_names``, ``n_labels``, ``colors``,
+``can_undo``, ``can_redo``, ``status``, ``version``. View → kernel, custom
+messages: ``{"type": "stroke", "points": [[x, y], ...], "erase": bool}``
+(pixel-edge image coordinates, on mouse-up), ``polygon``, ``flood``, ``key``,
+``undo``, ``redo``, ``add``, ``delete``, ``clean``, ``select``, ``sync``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from cervkit.editor.codec import encode_labels, encode_patch, rle_encode
+from cervkit.editor.state import EditorState
+from cervkit.errors import CervkitInputError
+from cervkit.image import Image
+
+__all__ = ["MaskEditor", "PATCH_MAX_CHARS"]
+
+PATCH_MAX_CHARS = 16384
+"""A changed rectangle whose run-length text is longer is sent as a PNG patch (or the whole map)."""
+
+_HERE = Path(__file__).resolve().parent
+ImageLike = np.ndarray | Image | str | PathLike[str]
+
+
+def _image_png(image: np.ndarray) -> str:
+    """Return base64 of the image as an 8-bit grayscale PNG (the view's copy)."""
+    return encode_labels(np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8), compress_level=1)
+
+
+def _palette() -> list[list[int]]:
+    """One cycle of the label colours (:func:`cervkit.viz.label_colors`): label k uses row (k-1) % len."""
+    from cervkit.viz import label_colors
+
+    colors = label_colors(255).astype(int)
+    period = next(p for p in range(1, 256) if p == 255 or np.array_equal(colors[p:], colors[:-p]))
+    return colors[:period].tolist()
+
+
+class MaskEditor(anywidget.AnyWidget):
+    """Edit a vertebral-body label map in a notebook (brush, eraser, polygon, fill, undo, clean-ups).
+
+    Parameters
+    ----------
+    image : numpy.ndarray, Image, str or PathLike
+        float (H, W) in [0, 1], an :class:`~cervkit.image.Image`, or a file
+        :func:`cervkit.io.read_image` reads.
+    labels : numpy.ndarray, str or PathLike, optional
+        uint8 (H, W) label map or a mask file; default: empty, or the ``run``'s prediction.
+    spacing_mm : (float, float), optional
+        (row, col) mm; default the image's.
+    level_names : mapping of int to str, optional
+        Label → level name shown in the vertebra selector, e.g. ``{1: "C2", …}``.
+    autosave_path : str or PathLike, optional
+        Autosave PNG written after every change (see :class:`EditorState`).
+    run : str, PathLike or predictor, optional
+        A run folder or any object with ``predict(image)``; used by :meth:`auto_segment`
+        (and at once when ``labels`` is None).
+    overwrite_autosave : bool, default False
+        Start over an existing autosave instead of raising FileExistsError.
+    height : int, default 560
+        Height of the drawing area in CSS pixels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> editor = MaskEditor(np.zeros((32, 32), np.float32))
+    >>> editor.apply_stroke([(8, 8), (20, 8)])
+    >>> int(editor.labels.max()), editor.can_undo
+    (1, True)
+    """
+
+    _css = t.Unicode().tag(sync=True)
+    _esm = t.Unicode().tag(sync=True)
+
+    image_png = t.Unicode("").tag(sync=True)
+    labels_png = t.Unicode("").tag(sync=True)
+    labels_version = t.Int(0).tag(sync=True)
+    patch = t.Dict().tag(sync=True)
+    shape = t.List(t.Int(), [0, 0]).tag(sync=True)
+    active_label = t.Int(1).tag(sync=True)
+    brush_radius = t.Float(8.0).tag(sync=True)
+    tool = t.Unicode("brush").tag(sync=True)
+    opacity = t.Float(0.45).tag(sync=True)
+    window = t.List(t.Float(), [0.0, 1.0]).tag(sync=True)
+    level_names = t.Dict().tag(sync=True)
+    n_labels = t.Int(0).tag(sync=True)
+    colors = t.List().tag(sync=True)
+    can_undo = t.Bool(False).tag(sync=True)
+    can_redo = t.Bool(False).tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    version = t.Int(0).tag(sync=True)
+    view_height = t.Int(560).tag(sync=True)
+
+    @t.default("_esm")
+    def _default_esm(self) -> str:
+        return (_HERE / "widget.js").read_text(encoding="utf-8")
+
+    @t.default("_css")
+    def _default_css(self) -> str:
+        return (_HERE / "widget.css").read_text(encoding="utf-8")
+
+    def __init__(self, image: ImageLike, labels: np.ndarray | str | PathLike[str] | None = None, *,
+                 spacing_mm: tuple[float, float] | None = None,
+                 level_names: Mapping[int, str] | None = None,
+                 autosave_path: str | PathLike[str] | None = None, run: Any = None,
+                 overwrite_autosave: bool = False, height: int = 560) -> None:
+        super().__init__(colors=_palette(), view_height=int(height))
+        self.run = run
+        self._autosave_path = autosave_path
+        self._overwrite_autosave = overwrite_autosave
+        self._level_names = dict(level_names or {})
+        self._syncing = False
+        self.state: EditorState
+        self.on_msg(self._on_custom_msg)
+        self._open(image, labels, spacing_mm)
+        if labels is None and run is not None:
+            self.auto_segment()
+
+    # ------------------------------------------------------------ opening
+    def _open(self, image: ImageLike, labels: np.ndarray | str | PathLike[str] | None,
+              spacing_mm: tuple[float, float] | None) -> None:
+        """Replace the state with a new image (+ labels) and send everything to the view."""
+        state = EditorState.from_image(image, labels, spacing_mm=spacing_mm, level_names=self._level_names,
+                                       autosave_path=self._autosave_path,
+                                       overwrite_autosave=self._overwrite_autosave)
+        self._overwrite_autosave = True  # later loads replace our own autosave
+        state.add_listener(self._on_state_change)
+        self.state = state
+        with self.hold_sync():
+            self.shape = list(state.shape)
+            self.image_png = _image_png(state.image)
+            self.level_names = {str(k): v for k, v in state.level_names.items()}
+            self._send_full()
+            self._sync_traits("opened")
+        if state.autosave_path is not None:
+            state.autosave()
+
+    def load(self, source: Any, labels: np.ndarray | str | PathLike[str] | None = None, *,
+             spacing_mm: tuple[float, float] | None = None) -> None:
+        """Open another image: an array, :class:`Image`, file path, or manifest row.
+
+        A manifest row (:class:`cervkit.manifest.ManifestRow` or anything with
+        ``image`` and ``mask`` attributes) brings its mask and spacing along.
+        The undo history starts afresh.
+        """
+        if hasattr(source, "image") and hasattr(source, "mask") and not isinstance(source, Image):
+            if labels is None and source.mask is not None:
+                labels = source.mask
+            spacing_mm = spacing_mm or getattr(source, "pixel_spacing_mm", None)
+            source = source.image
+        self._open(source, labels, spacing_mm)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def labels(self) -> np.ndarray:
+        """The current label map (uint8 (H, W); a copy)."""
+        return self.state.labels.copy()
+
+    @property
+    def image(self) -> np.ndarray:
+        """The image being edited (float32 (H, W) in [0, 1])."""
+        return self.state.image
+
+    # ---------------------------------------------------------- kernel → view
+    def _send_full(self) -> None:
+        """Send the whole label map."""
+        self.labels_png = encode_labels(self.state.labels, compress_level=1)
+        self.labels_version = self.state.version
+
+    def _patch_for(self, bbox: tuple[int, int, int, int]) -> dict[str, Any] | None:
+        """Return the smallest patch dict for ``bbox``, or None when the whole map is cheaper."""
+        x0, y0, x1, y1 = bbox
+        crop = self.state.labels[y0:y1, x0:x1]
+        if crop.size * 4 >= self.state.labels.size:
+            return None
+        if len(rle_encode(crop)) <= PATCH_MAX_CHARS:
+            return encode_patch(self.state.labels, bbox, encoding="rle")
+        return encode_patch(self.state.labels, bbox, encoding="png")
+
+    def _on_state_change(self, bbox: tuple[int, int, int, int] | None, reason: str) -> None:
+        """EditorState listener: send the changed rectangle (or the map) and the new facts."""
+        with self.hold_sync():
+            if bbox is not None:
+                patch = self._patch_for(bbox)
+                if patch is None:
+                    self._send_full()
+                else:
+                    patch["version"] = self.state.version
+                    patch["reason"] = reason
+                    self.patch = patch
+            self._sync_traits(reason)
+
+    def _sync_traits(self, reason: str) -> None:
+        """Copy the state's settings and facts into the synced traits."""
+        state = self.state
+        self._syncing = True
+        try:
+            self.active_label = state.active_label
+            self.brush_radius = state.brush_radius
+            self.tool = state.tool
+            counts = np.bincount(state.labels.ravel(), minlength=256)  # far cheaper than np.unique
+            present = np.flatnonzero(counts[1:]) + 1
+            self.n_labels = int(present[-1]) if present.size else 0
+            self.can_undo = state.can_undo
+            self.can_redo = state.can_redo
+            self.status = self._status_line(reason, int(present.size))
+            self.version = state.version
+        finally:
+            self._syncing = False
+
+    def _status_line(self, reason: str, n_present: int) -> str:
+        """One line for the view: last action, active vertebra, counts, version."""
+        active = self.state.active_label
+        name = self.state.level_names.get(active)
+        level = f"{active} ({name})" if name else str(active)
+        return (f"{reason} · vertebra {level} · {n_present} vertebrae · "
+                f"{self.state.tool} r={self.state.brush_radius:g} · undo {self.state.history.undo_depth} · "
+                f"v{self.state.version}")
+
+    # ---------------------------------------------------------- view → kernel
+    @t.observe("active_label", "brush_radius", "tool")
+    def _settings_from_view(self, change: dict[str, Any]) -> None:
+        """A setting changed in the view: apply it to the state."""
+        if self._syncing or not hasattr(self, "state"):
+            return
+        try:
+            if change["name"] == "tool":
+                self.state.tool = change["new"]
+            elif change["name"] == "brush_radius":
+                self.state.brush_radius = max(float(change["new"]), 0.5)
+            else:
+                self.state.active_label = min(max(int(change["new"]), 1), 255)
+        except CervkitInputError as exc:
+            self.status = f"error: {exc}"
+
+    def _on_custom_msg(self, _widget: Any, content: dict[str, Any], _buffers: list[Any]) -> None:
+        """``on_msg`` callback: errors go to the status line, never kill the comm."""
+        try:
+            self.handle_message(content)
+        except (CervkitInputError, KeyError, TypeError, ValueError) as exc:
+            self.status = f"error: {exc}"
+
+    def handle_message(self, content: Mapping[str, Any]) -> str:
+        """Apply one message from the view (the dicts ``widget.js`` sends); return the action done.
+
+        Parameters
+        ----------
+        content : mapping
+            ``{"type": ..., ...}`` (module docstring); ``stroke`` may also carry the
+            view's ``label`` and ``radius``. An unknown type raises CervkitInputError.
+
+        Returns
+        -------
+        str
+            The message type, or the key's action for ``key``.
+        """
+        kind = str(content.get("type", ""))
+        state = self.state
+        action = kind
+        if kind == "stroke":
+            if "label" in content:
+                state.active_label = int(content["label"])
+            if "radius" in content:
+                state.brush_radius = float(content["radius"])
+            state.stroke(content["points"], erase=bool(content.get("erase", False)))
+        elif kind == "polygon":
+            state.polygon(content["points"])
+        elif kind == "flood":
+            state.flood(float(content["x"]), float(content["y"]))
+        elif kind == "key":
+            action = state.handle_key(str(content["key"]))
+        elif kind == "undo":
+            state.undo()
+        elif kind == "redo":
+            state.redo()
+        elif kind == "add":
+            state.add_vertebra()
+        elif kind == "delete":
+            state.delete_vertebra(content.get("label"))
+        elif kind == "clean":
+            state.clean(str(content["op"]), content.get("label"))
+        elif kind == "select":
+            state.active_label = min(max(int(content["label"]), 1), 255)
+        elif kind == "sync":
+            if self.labels_version != state.version:
+                self._send_full()
+        else:
+            raise CervkitInputError(f"unknown editor message type {kind!r}")
+        self._sync_traits(action or kind)
+        return action
+
+    # ------------------------------------------------------ scripted editing
+    def apply_stroke(self, points: Sequence[Sequence[float]], erase: bool = False) -> None:
+        """Paint (or erase) a stroke through the same path as the browser (pixel-edge (x, y) points)."""
+        self.handle_message({"type": "stroke", "points": [list(map(float, p)) for p in points],
+                             "erase": bool(erase)})
+
+    def apply_polygon(self, points: Sequence[Sequence[float]]) -> None:
+        """Fill a polygon with the active label."""
+        self.handle_message({"type": "polygon", "points": [list(map(float, p)) for p in points]})
+
+    def apply_flood(self, x: float, y: float) -> None:
+        """Flood-fill the region under (x, y) with the active label."""
+        self.handle_message({"type": "flood", "x": float(x), "y": float(y)})
+
+    def press(self, key: str) -> str:
+        """Press a keyboard shortcut (e.g. ``"z"``); return its action."""
+        return self.handle_message({"type": "key", "key": key})
+
+    def undo(self) -> None:
+        """Undo the last edit."""
+        self.handle_message({"type": "undo"})
+
+    def redo(self) -> None:
+        """Redo the last undone edit."""
+        self.handle_message({"type": "redo"})
+
+    def add_vertebra(self) -> int:
+        """Make the next free label active (one undoable step); return it."""
+        self.handle_message({"type": "add"})
+        return self.state.active_label
+
+    def delete_vertebra(self, label: int | None = None) -> None:
+        """Delete a vertebra (default the active one) and renumber the rest."""
+        self.handle_message({"type": "delete", "label": label})
+
+    def clean(self, op: str, label: int | None = None) -> None:
+        """Run a clean-up: ``fill_holes``, ``remove_islands``, ``smooth`` or ``relabel``."""
+        self.handle_message({"type": "clean", "op": op, "label": label})
+
+    def set_labels(self, labels: np.ndarray, reason: str = "set labels") -> None:
+        """Replace the whole map as one undoable step."""
+        self.state.set_labels(labels, reason)
+        self._sync_traits(reason)
+
+    def auto_segment(self, run: Any = None) -> np.ndarray:
+        """Segment the image with a model and make the result one undoable step.
+
+        Parameters
+        ----------
+        run : str, PathLike or predictor, optional
+            A run folder (:func:`cervkit.runs.load_predictor`) or any object with
+            ``predict(image)`` returning something with ``.labels`` (or a label
+            array); default the ``run`` given to the constructor.
+
+        Returns
+        -------
+        numpy.ndarray
+            The predicted label map (now the current map).
+        """
+        run = self.run if run is None else run
+        if run is None:
+            raise CervkitInputError("auto_segment needs a run folder or a predictor (run=...)")
+        if isinstance(run, (str, PathLike)):
+            from cervkit.runs import load_predictor
+
+            run = load_predictor(run)
+        self.run = run
+        result = run.predict(self.state.image)
+        labels = np.asarray(getattr(result, "labels", result))
+        self.set_labels(labels, "auto-segment")
+        return self.labels
+
+    # ----------------------------------------------------------------- export
+    def export(self, folder: str | PathLike[str], stem: str, *, overwrite: bool = False) -> dict[str, Path]:
+        """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``<stem>_mask.nii.gz``, each atomically.
+
+        Nothing is written when any of them exists and ``overwrite`` is False (FileExistsError
+        names them). Returns ``{"labels": path, "overlay": path, "nifti": path}``.
+        """
+        out = Path(folder)
+        paths = {"labels": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png",
+                 "nifti": out / f"{stem}_mask.nii.gz"}
+        existing = [str(p) for p in paths.values() if p.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
+        out.mkdir(parents=True, exist_ok=True)
+        self.state.export_labels(paths["labels"], overwrite=overwrite)
+        self.state.export_overlay(paths["overlay"], overwrite=overwrite)
+        self.state.export_nifti(paths["nifti"], overwrite=overwrite)
+        return paths
