@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from cervkit.detector_train import DetectorRun, auto_device, plot_curves, train_detector
+from cervkit.detector_train import DetectorRun, auto_device, plot_curves, read_results, train_detector
 from cervkit.errors import CervkitInputError
 from cervkit.image import Image
 from cervkit.yolo_env import import_ultralytics
 
-__all__ = ["Detections", "Detector", "DetectorRun", "box_iou", "match_boxes", "plot_curves", "to_detections",
+__all__ = ["Detections", "Detector", "DetectorRun", "box_iou", "match_boxes", "plot_curves", "read_results", "to_detections",
            "to_uint8_rgb", "train_detector"]
 
 
