@@ -90,6 +90,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from cervkit.measure_batch import measure_files
+
+    batch = measure_files(args.masks, Path(args.out), spacing_mm=args.spacing_mm, expected=args.levels,
+                          anterior_side=args.anterior_side, overwrite=args.overwrite)
+    for _, row in batch.summary[batch.summary["status"] != "ok"].iterrows():
+        print(f"failed: {row['file']}: {row['error']}", file=sys.stderr)
+    ok = batch.summary[batch.summary["status"] == "ok"]
+    print(f"{len(ok)} measured ({int(ok['levels_unsure'].astype(bool).sum())} with levels unsure), "
+          f"{batch.n_failed} failed; {batch.summary_path}, {batch.vertebrae_path}")
+    return 1 if batch.n_failed or batch.summary.empty else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task.
 
@@ -155,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--sha256", action="store_true", help="also check image hashes")
     p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("measure", help="C2-C7 Cobb angle and per-vertebra measurements of label maps")
+    p.add_argument("--out", required=True, help="summary CSV (<stem>_vertebrae.csv is written beside it)")
+    p.add_argument("--spacing-mm", nargs=2, type=float, metavar=("ROW", "COL"),
+                   help="pixel spacing for masks without one (NIfTI spacing wins; default: pixels)")
+    p.add_argument("--levels", nargs="+", default=["C2", "C3", "C4", "C5", "C6", "C7"],
+                   help="expected levels top to bottom (default C2 ... C7)")
+    p.add_argument("--anterior-side", choices=["left", "right"], help="default: from the curve of the column")
+    p.add_argument("--overwrite", action="store_true", help="replace existing CSV files")
+    p.add_argument("masks", nargs="+", help="label maps: PNG, TIFF or NIfTI")
+    p.set_defaults(handler=_cmd_measure)
     return parser
 
 

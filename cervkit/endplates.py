@@ -5,7 +5,11 @@ smoothed with a Gaussian of 0.7 px) is split into anterior, posterior, superior 
 sides, first by the nearest side of the body's bounding rectangle in its own frame, then twice
 more by the nearest corner-to-corner segment of the previous fit. The 10 % of each side nearest
 its corners is dropped; each side gets a robust total-least-squares line moved outward to the
-90th percentile of its residuals (the rims of a concave endplate, as a reader draws it).
+90th percentile of its residuals (the rims of a concave endplate, as a reader draws it). With
+the body's mask, two last passes refit each side on the mask's pixel centres
+(:func:`_refine_side`: the centroid of all quadratic edges consistent with the pixels, its
+chord between the corners), which removes most of the staircase error of nearly horizontal
+endplates; irregular edges that no quadratic fits keep the outline line.
 Corners are intersections of adjacent side lines. Coordinates are physical (x = column × col
 spacing, y = row × row spacing), with pixel centres at integer indices.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import linprog
+from scipy.spatial import ConvexHull, HalfspaceIntersection, QhullError
 from skimage.measure import find_contours
 
 from cervkit.bodies import BodyStats
@@ -33,6 +39,11 @@ _TRIM = 0.1
 _SMOOTH = 0.7
 _PAD = 3
 _RIM_QUANTILE = 0.9
+_BAND = 1.5          # pixels beyond the side's outline points searched by the refinement
+_MAX_VIOLATION = 0.5  # pixels a refined curve may miss a pixel centre by before it is rejected
+_REFINE_PASSES = 2
+_REFINE_TRIM = 0.08
+_MAX_TURN_DEG = 5.0   # degrees a refined line may turn from the outline fit before it is rejected
 
 
 def outline(inst: np.ndarray, label: int, sp: tuple[float, float]) -> np.ndarray:
@@ -87,6 +98,87 @@ def _fit_line(pts: np.ndarray, inside: np.ndarray, floor: float) -> tuple[np.nda
     return centre + max(shift, 0.0) * normal, direction
 
 
+def _polytope_centroid(a_ub: np.ndarray, b_ub: np.ndarray, min_radius: float) -> np.ndarray | None:
+    """Centroid of the bounded polytope ``a_ub @ x <= b_ub``; None when it is empty or too thin.
+
+    The Chebyshev centre (a linear programme) is the interior point from which the vertices are
+    found (:class:`scipy.spatial.HalfspaceIntersection`); the centroid is the volume-weighted mean
+    of the simplices between that point and the hull's facets.
+    """
+    norms = np.linalg.norm(a_ub, axis=1)
+    dim = a_ub.shape[1]
+    res = linprog(np.r_[np.zeros(dim), -1.0], A_ub=np.column_stack([a_ub, norms]), b_ub=b_ub,
+                  bounds=[(None, None)] * dim + [(None, None)], method="highs")
+    if not res.success or res.x[-1] < min_radius:
+        return None
+    inner = res.x[:dim]
+    try:
+        verts = HalfspaceIntersection(np.column_stack([a_ub, -b_ub]), inner).intersections
+        hull = ConvexHull(verts)
+    except (QhullError, ValueError):
+        return inner
+    simplices = verts[hull.simplices]  # (F, dim, dim)
+    vols = np.abs(np.linalg.det(simplices - inner[None, None, :]))
+    if vols.sum() <= 0:
+        return inner
+    cents = (simplices.sum(axis=1) + inner) / (dim + 1)
+    return (vols[:, None] * cents).sum(axis=0) / vols.sum()
+
+
+def _refine_side(mask: np.ndarray, sp: tuple[float, float], p0: np.ndarray, p1: np.ndarray,
+                 outward: np.ndarray, t_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rim line of one side from the mask's pixel centres themselves.
+
+    In the frame of the current corner-to-corner segment ``p0``→``p1`` (``s`` from -1 to 1
+    between the corners, ``t`` along ``outward``), every curve ``t = a + b s + c s²`` that puts
+    the body's pixel centres inside and the background's outside (over the middle 84 % of the
+    side) is consistent with the mask; they form a polytope in (a, b, c), and its centroid is
+    taken (the mean under a flat prior). A pixelated edge pins the true edge between the last
+    inside and first outside pixel centre of every column, so this uses the staircase's risers
+    instead of averaging its steps (a plain outline fit can tilt by up to ~1.3° on a nearly
+    horizontal edge of 45 px). The rim line is the chord of the curve between the corners (through
+    both rims of a concave endplate). None when no such curve exists (an irregular edge: the
+    outline fit is kept) or when it turns more than 5° from the segment.
+    """
+    u = p1 - p0
+    length = float(np.hypot(*u))
+    if length <= 0:
+        return None
+    e = u / length
+    n = outward / float(np.hypot(*outward))
+    pix = max(sp)
+    t_lo, t_hi = t_range[0] - _BAND * pix, t_range[1] + _BAND * pix
+    box = np.array([p + t * n for p in (p0, p1) for t in (t_lo, t_hi)])
+    r0 = max(int(np.floor(box[:, 1].min() / sp[0])) - 1, 0)
+    r1 = min(int(np.ceil(box[:, 1].max() / sp[0])) + 2, mask.shape[0])
+    c0 = max(int(np.floor(box[:, 0].min() / sp[1])) - 1, 0)
+    c1 = min(int(np.ceil(box[:, 0].max() / sp[1])) + 2, mask.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    rel = np.column_stack([cc.ravel() * sp[1], rr.ravel() * sp[0]]) - p0
+    lam, t = rel @ e / length, rel @ n
+    sel = (lam >= _REFINE_TRIM) & (lam <= 1 - _REFINE_TRIM) & (t >= t_lo) & (t <= t_hi)
+    inside = mask[r0:r1, c0:c1].ravel()[sel]
+    if inside.sum() < 5 or (~inside).sum() < 5:
+        return None
+    s, t = 2 * lam[sel] - 1, t[sel]
+    sign = np.where(inside, -1.0, 1.0)  # inside: t <= f(s); outside: t >= f(s)
+    a_ub = sign[:, None] * np.column_stack([np.ones_like(s), s, s * s])
+    b_ub = sign * t
+    box = 10.0 * pix * np.vstack([np.eye(3), -np.eye(3)])  # |a|, |b|, |c| <= 10 px
+    a_ub, b_ub = np.vstack([a_ub, box / (10.0 * pix)]), np.concatenate([b_ub, np.full(6, 10.0 * pix)])
+    theta = _polytope_centroid(a_ub, b_ub, min_radius=0.01 * min(sp))
+    if theta is None:
+        return None
+    a, b, c = theta
+    q0, q1 = p0 + (a - b + c) * n, p1 + (a + b + c) * n
+    d = (q1 - q0) / max(float(np.hypot(*(q1 - q0))), 1e-12)
+    if abs(float(d @ e)) < np.cos(np.radians(_MAX_TURN_DEG)):
+        return None
+    return q0, d
+
+
 def _intersect(l1: tuple[np.ndarray, np.ndarray], l2: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     (p1, d1), (p2, d2) = l1, l2
     mat = np.column_stack([d1, -d2])
@@ -139,18 +231,33 @@ def _oriented(d: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def _fit_sides(pts: np.ndarray, masks: list[np.ndarray], peg: np.ndarray, group: np.ndarray,
-               floor: float) -> dict[str, np.ndarray] | None:
+               floor: float, refine: tuple[np.ndarray, tuple[float, float], dict[str, np.ndarray]] | None = None,
+               ) -> dict[str, np.ndarray] | None:
     """Fit the four side lines and intersect them; None when a side has too few points.
 
     With a dens (``peg`` marks the outline points of the peg, ``group`` is -1/+1 for points on
     either side of it), the superior line goes through the shoulders beside the peg; when one
     shoulder has fewer than 3 points it is drawn parallel to the inferior line through the other.
+    With ``refine`` = (body mask, spacing, current corners), each side (but a superior endplate
+    beside a dens) is refitted on the mask's pixel centres by :func:`_refine_side`.
     """
     centre = pts.mean(axis=0)
     if peg.any():
         masks = [*masks[:2], masks[2] & ~peg, masks[3]]
     lines = {name: (_fit_line(pts[sel], centre, floor) if sel.sum() >= 3 else None)
              for name, sel in zip(_SIDES, masks)}
+    if refine is not None:
+        mask, sp, prev = refine
+        for name, sel in zip(_SIDES, masks):
+            if lines[name] is None or (name == "superior" and peg.any()):
+                continue
+            p0, p1 = prev[_ENDS[name][0]], prev[_ENDS[name][1]]
+            normal = np.array([-(p1 - p0)[1], (p1 - p0)[0]])
+            normal = normal if (0.5 * (p0 + p1) - centre) @ normal >= 0 else -normal
+            t = (pts[sel] - p0) @ normal / max(float(np.hypot(*normal)), 1e-12)
+            better = _refine_side(mask, sp, p0, p1, normal, (float(t.min()), float(t.max())))
+            if better is not None:
+                lines[name] = better
     if peg.any() and lines["inferior"] is not None:
         sup = masks[2]
         if min((sup & (group < 0)).sum(), (sup & (group > 0)).sum()) < 3:
@@ -167,7 +274,8 @@ def _fit_sides(pts: np.ndarray, masks: list[np.ndarray], peg: np.ndarray, group:
 
 
 def fit_body(b: BodyStats, contour: np.ndarray, ant_sign: float, use_dens: bool,
-             floor: float) -> dict[str, np.ndarray] | None:
+             floor: float, mask: np.ndarray | None = None,
+             spacing: tuple[float, float] = (1.0, 1.0)) -> dict[str, np.ndarray] | None:
     """Corners of one body from four fitted side lines.
 
     Parameters
@@ -182,6 +290,11 @@ def fit_body(b: BodyStats, contour: np.ndarray, ant_sign: float, use_dens: bool,
         Cut off a detected dens (for C2, or a body with no level name).
     floor : float
         Residual below which no outline point is trimmed (one pixel, physical units).
+    mask : numpy.ndarray, optional
+        (H, W) bool mask of the body: when given, the side lines are refined on its pixel
+        centres (:func:`_refine_side`).
+    spacing : (float, float)
+        (row, col) spacing of ``mask``.
 
     Returns
     -------
@@ -208,4 +321,11 @@ def fit_body(b: BodyStats, contour: np.ndarray, ant_sign: float, use_dens: bool,
         if corners is None or not all(np.isfinite(c).all() for c in corners.values()):
             return None
         corners = _fit_sides(pts, _corner_sides(pts, corners), peg, group, floor) or corners
+    for _ in range(_REFINE_PASSES if mask is not None else 0):
+        if corners is None or not all(np.isfinite(c).all() for c in corners.values()):
+            return None
+        corners = _fit_sides(pts, _corner_sides(pts, corners), peg, group, floor,
+                             refine=(mask, spacing, corners)) or corners
+    if corners is None or not all(np.isfinite(c).all() for c in corners.values()):
+        return None
     return corners

@@ -7,8 +7,10 @@ previous fit); the 10 % of each side nearest its corners is dropped and a robust
 squares line is fitted and moved out to the side's rims (a concave endplate is drawn rim to
 rim, as a reader draws it). Corners are intersections of adjacent side lines; heights are
 corner-to-corner distances (anterior: AS–AI, posterior: PS–PI), width (AP depth) is the mean of
-the superior and inferior endplate lengths. On straight pixelated edges the rim line sits
-~0.3 px outside the mask's edge, so heights and widths read up to ~0.6 px long.
+the superior and inferior endplate lengths. Two last passes refit every side on the mask's
+pixel centres (the centroid of all quadratic edges consistent with the pixels), which removes
+most of the staircase error of nearly horizontal endplates; an edge no quadratic fits keeps its
+outline line, which sits ~0.3 px outside the mask's edge (heights up to ~0.6 px long).
 
 C2: its mask holds the dens. When a dens is found (:func:`cervkit.bodies.body_stats`: rows
 narrower than 85 % of the body width rising at least 0.3 body heights above it), outline
@@ -127,7 +129,8 @@ def _measure(labels: np.ndarray, spacing_mm: Sequence[float] | None,
         corners = None
         if len(b.points) >= 16:
             corners = fit_body(b, outline(inst, b.label, sp), ant_sign,
-                               use_dens=level in ("C2", None), floor=1.0 * max(sp))
+                               use_dens=level in ("C2", None), floor=1.0 * max(sp),
+                               mask=inst == b.label, spacing=sp)
         if corners is None:
             notes.append(f"body {b.label}: too small or irregular to fit four sides")
             corners = {k: np.full(2, np.nan) for k in CORNERS}

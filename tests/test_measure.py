@@ -214,7 +214,7 @@ def test_unnamed_levels_and_bad_input() -> None:
 def test_synthetic_phantoms_cobb_and_levels() -> None:
     synth = pytest.importorskip("cervkit.synth", reason="cervkit.synth (phantom generator) not importable")
     cobb_err, level_hits, side_hits, corner_err = [], 0, 0, []
-    n = 20
+    n = 40  # both styles; spacing ~0.3 mm, endplates ~45 px long
     for seed in range(n):
         ph = synth.make_phantom("xray" if seed % 2 else "mri", seed=seed, size=(512, 512))
         geo = ph.geometry
@@ -231,7 +231,7 @@ def test_synthetic_phantoms_cobb_and_levels() -> None:
     print(f"phantoms: |cobb error| mean {err.mean():.2f} max {err.max():.2f} deg; levels "
           f"{level_hits}/{n}; anterior side from the curve {side_hits}/{n}; corners mean "
           f"{np.mean(corner_err):.2f} p95 {np.percentile(corner_err, 95):.2f} px")
-    assert err.mean() <= 0.5 and err.max() <= 1.5
+    assert err.mean() <= 0.4 and err.max() <= 1.0  # the accuracy requirement
     assert level_hits == n
     assert np.percentile(corner_err, 95) <= 2.0
 
@@ -255,3 +255,17 @@ def test_real_lumbar_masks(real_manifest_path) -> None:
                 r, c = int(round(row[f"{k}_y_px"] - 0.5)), int(round(row[f"{k}_x_px"] - 0.5))
                 dists.append(edge[r, c])
     assert max(dists) <= 10 and np.mean(dists) <= 3
+
+
+def test_phantom_levels_with_c7_missing_are_flagged_not_shifted() -> None:
+    synth = pytest.importorskip("cervkit.synth", reason="cervkit.synth (phantom generator) not importable")
+    for seed, style in [(1, "xray"), (2, "mri"), (5, "xray")]:
+        ph = synth.make_phantom(style, seed=seed, size=(512, 512), occlude=True if style == "xray" else None)
+        c7 = ph.geometry["label_of_level"]["C7"]
+        labels = np.where(ph.labels == c7, 0, ph.labels).astype(np.uint8)  # what a detector misses
+        got = assign_levels(labels, spacing_mm=ph.spacing_mm)
+        truth = {k: lv for lv, k in ph.geometry["label_of_level"].items() if lv != "C7"}
+        assert got.levels == truth and got.unsure
+        assert any("5 bodies found, 6 expected" in r for r in got.reasons)
+        spine = measure_spine(labels, ph.spacing_mm)
+        assert spine["c2c7_cobb_deg"] is None and spine["levels_unsure"]
