@@ -1,0 +1,206 @@
+"""Stage-2 crop segmenter: crop dataset, training run folder, reload, batched crop inference, geometry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cervkit.crop_dataset import CropDataset, crop_window, normalise_crop
+from cervkit.instances import boxes_from_labels, paste_crop, resize
+from cervkit.segmenter import CropPrediction, Segmenter
+
+
+@pytest.fixture(scope="module")
+def phantoms() -> list[tuple[np.ndarray, np.ndarray]]:
+    from cervkit.synth import make_phantom
+
+    return [(p.image, p.labels) for p in (make_phantom("mri", seed=s, size=(128, 128)) for s in range(3))]
+
+
+def test_crop_dataset_shapes_and_items(phantoms) -> None:
+    ds = CropDataset(phantoms, crop_size=48, seed=1)
+    assert len(ds) == sum(int(lab.max()) for _, lab in phantoms)
+    image, target = ds[len(ds) - 1]
+    assert image.shape == target.shape == (1, 48, 48)
+    assert image.dtype == target.dtype == torch.float32
+    assert set(torch.unique(target).tolist()) <= {0.0, 1.0} and target.sum() > 0
+    assert abs(float(image.mean())) < 1e-4 and abs(float(image.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_target_is_only_vertebra_k(phantoms) -> None:
+    ds = CropDataset(phantoms, crop_size=64, augment=False, jitter=0.1, margin=0.4, seed=0)
+    saw_neighbour = False
+    for index in range(len(ds)):
+        s = ds.sample(index)
+        labels = phantoms[s.image_index][1]
+        x0, y0, x1, y1 = s.int_box
+        window = resize(labels[y0:y1, x0:x1], (64, 64), nearest=True)
+        np.testing.assert_array_equal(s.target, (window == s.label).astype(np.float32))
+        others = (window > 0) & (window != s.label)
+        saw_neighbour |= bool(others.any())
+        assert not s.target[others].any()
+    assert saw_neighbour, "with a 0.4 margin some crops must show a neighbour (as background)"
+
+
+def test_jitter_keeps_the_whole_vertebra_inside(phantoms) -> None:
+    ds = CropDataset(phantoms, crop_size=32, augment=False, jitter=0.1, margin=0.15, seed=3)
+    windows = set()
+    for epoch in range(15):
+        ds.set_epoch(epoch)
+        for index in range(len(ds)):
+            s = ds.sample(index)
+            bx0, by0, bx1, by1 = boxes_from_labels((phantoms[s.image_index][1] == s.label).astype(np.uint8))[0]
+            x0, y0, x1, y1 = s.int_box
+            assert x0 <= bx0 and y0 <= by0 and x1 >= bx1 and y1 >= by1
+            windows.add((index, s.int_box))
+    assert len(windows) > 3 * len(ds), "jitter must move the windows between epochs"
+
+
+def test_items_are_deterministic_per_seed_and_epoch(phantoms) -> None:
+    a = CropDataset(phantoms, crop_size=48, seed=5)
+    b = CropDataset(phantoms, crop_size=48, seed=5)
+    order = list(range(len(a)))
+    first = {i: a.sample(i) for i in order}
+    for i in reversed(order):  # another access order, another instance: same items
+        s = b.sample(i)
+        np.testing.assert_array_equal(s.image, first[i].image)
+        np.testing.assert_array_equal(s.target, first[i].target)
+    b.set_epoch(1)
+    assert any(not np.array_equal(b.sample(i).image, first[i].image) for i in order)
+    c = CropDataset(phantoms, crop_size=48, seed=6)
+    assert any(not np.array_equal(c.sample(i).image, first[i].image) for i in order)
+
+
+class _Stub(torch.nn.Module):
+    """Logits = 8 × the normalised input: bright squares become foreground (geometry test only)."""
+
+    build_config = {"name": "stub"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 8.0 * x
+
+
+def test_inference_crops_match_training_crops(phantoms) -> None:
+    image, labels = phantoms[0]
+    ds = CropDataset(phantoms[:1], crop_size=40, augment=False, jitter=0.0, margin=0.2)
+    seg = Segmenter(_Stub(), crop_size=40, margin=0.2, device="cpu")
+    int_boxes, batch = seg.prepare(image, boxes_from_labels(labels))
+    assert batch.shape == (len(ds), 1, 40, 40)
+    for index in range(len(ds)):
+        s = ds.sample(index)
+        assert int_boxes[index] == s.int_box
+        np.testing.assert_allclose(batch[index, 0].numpy(), s.image, atol=1e-6)
+
+
+def test_predict_crops_sizes_one_forward_and_paste_geometry() -> None:
+    image = np.full((100, 120), 0.1, np.float32)
+    rects = [(20, 10, 50, 30), (60, 50, 100, 80), (5, 70, 25, 95)]  # x0, y0, x1, y1
+    for x0, y0, x1, y1 in rects:
+        image[y0:y1, x0:x1] = 0.9
+    stub = _Stub()
+    calls = []
+    stub.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    seg = Segmenter(stub, crop_size=64, margin=0.15, device="cpu")
+    preds = seg.predict_crops(image, np.asarray(rects, np.float32))
+    assert calls == [3]
+    assert all(isinstance(p, CropPrediction) for p in preds)
+    for p, rect in zip(preds, rects):
+        x0, y0, x1, y1 = p.int_box
+        assert p.prob.shape == (y1 - y0, x1 - x0) and p.prob.dtype == np.float32
+        assert p.int_box == crop_window(rect, image.shape, 0.15)
+        pasted = paste_crop(p.prob, p.int_box, image.shape) > 0.5
+        truth = np.zeros(image.shape, bool)
+        truth[rect[1]:rect[3], rect[0]:rect[2]] = True
+        inter, union = (pasted & truth).sum(), (pasted | truth).sum()
+        assert inter / union > 0.9
+    assert seg.predict_crops(image, np.zeros((0, 4), np.float32)) == []
+
+
+def test_normalise_crop_is_scale_free() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 30)).astype(np.float32)
+    np.testing.assert_allclose(normalise_crop(x), normalise_crop(0.5 * x + 0.2), atol=1e-5)
+    assert np.all(normalise_crop(np.full((4, 4), 0.3, np.float32)) == 0)
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_two_epochs_writes_run_and_reloads(tmp_path: Path, one_thread) -> None:
+    from cervkit.manifest import ensure_split
+    from cervkit.segmenter import train_segmenter
+    from cervkit.segmenter_train import evaluate_crops
+    from cervkit.synth import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "ph", 6, style="mri", size=(128, 128), n_patients=6)
+    manifest = data / "manifest.csv" if data.is_dir() else data
+    split = ensure_split(manifest, tmp_path / "split.csv")
+    run = train_segmenter(split, tmp_path / "run", epochs=2, crop_size=64, batch_size=8, cat_channels=8,
+                          quick=False, seed=0)
+    folder = tmp_path / "run" / "segmenter"
+    for name in ("model.pt", "config.json", "history.csv", "curves.png"):
+        assert (folder / name).is_file()
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_iou", "val_dice", "lr", "seconds"]
+    assert len(history) == run.epochs_run == 2 and history["train_loss"].notna().all()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["arguments"]["crop_size"] == 64 and config["data"]["train"]["crops"] > 0
+
+    seg = Segmenter.load(tmp_path / "run", device="cpu")
+    assert (seg.crop_size, seg.margin) == (64, 0.15)
+    # the saved weights are the best epoch's: recomputing its validation IoU gives the recorded value
+    val = CropDataset(split.subset(split="val"), crop_size=64, margin=0.15, jitter=0.1, augment=False, seed=0)
+    loader = torch.utils.data.DataLoader(val, batch_size=64)
+    val_iou, _ = evaluate_crops(seg.model, loader, torch.device("cpu"))
+    assert val_iou == pytest.approx(history["val_iou"].max(), abs=1e-5)
+    image, labels = val.samples[0]
+    boxes = boxes_from_labels(labels)
+    again = Segmenter.load(folder / "model.pt", device="cpu").predict_crops(image, boxes)
+    for p, q in zip(seg.predict_crops(image, boxes), again):
+        assert p.int_box == q.int_box
+        np.testing.assert_array_equal(p.prob, q.prob)
+    with pytest.raises(FileExistsError):
+        train_segmenter(split, tmp_path / "run", epochs=1, crop_size=64, quick=False)
+
+
+def test_deeplab_baseline_uses_the_same_training_code(tmp_path: Path, one_thread) -> None:
+    from cervkit.manifest import ensure_split
+    from cervkit.segmenter import train_segmenter
+    from cervkit.synth import make_phantom, write_phantom_dataset
+
+    phantom = make_phantom("mri", seed=11, size=(96, 96))
+    image, labels = phantom.image, phantom.labels
+
+    data = write_phantom_dataset(tmp_path / "ph", 4, style="mri", size=(96, 96), n_patients=4)
+    split = ensure_split(data / "manifest.csv" if data.is_dir() else data, tmp_path / "split.csv",
+                         ratios=(0.5, 0.25, 0.25))
+    train_segmenter(split, tmp_path / "run", model="deeplabv3plus", encoder_name="mobilenet_v2", epochs=1,
+                    crop_size=64, batch_size=8, quick=False)
+    seg = Segmenter.load(tmp_path / "run", device="cpu")
+    assert seg.model.build_config["name"] == "deeplabv3plus"
+    preds = seg.predict_crops(image, boxes_from_labels(labels))
+    assert len(preds) == int(labels.max()) and all(np.isfinite(p.prob).all() for p in preds)
+
+
+def test_real_mri_crops(real_manifest_path: Path) -> None:
+    from cervkit.manifest import load_manifest
+
+    manifest = load_manifest(real_manifest_path, check_files=False)
+    part = manifest.with_df(manifest.df.iloc[:3])
+    ds = CropDataset(part, crop_size=64, augment=True, seed=0)
+    assert len(ds) == int(part.df["n_vertebrae"].sum())
+    for index in range(len(ds)):
+        s = ds.sample(index)
+        assert s.image.shape == s.target.shape == (64, 64)
+        assert s.target.mean() > 0.2, "the vertebra fills a good part of its crop"
