@@ -130,6 +130,7 @@ def predict_files(predictor, inputs: Sequence[str | PathLike[str]], out_dir: str
             tqdm.write(f"cervkit predict: skipped {message}")
             rows.append(PredictRow(str(path), stem, None, None, "failed", message))
     table = pd.DataFrame([r.__dict__ for r in rows], columns=list(PredictRow.__dataclass_fields__))
+    table["n_vertebrae"] = table["n_vertebrae"].astype("Int64")  # integers, blank for failed inputs
     with atomic_path(out / CSV_NAME, overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False)
     return table
