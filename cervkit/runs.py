@@ -136,6 +136,44 @@ def read_run_info(run: str | PathLike[str]) -> dict[str, Any]:
     return info
 
 
+def assemble_run(run: str | PathLike[str], model: str = "yolo-unet", *, split_csv: str | PathLike[str] | None = None,
+                 arguments: dict[str, Any] | None = None) -> Path:
+    """Mark a folder whose stages were trained one by one (as the notebooks do) as a finished run.
+
+    Parameters
+    ----------
+    run : str or PathLike
+        Folder holding ``detector/`` and ``segmenter/`` for a cascade model.
+    model : str
+        ``yolo-unet`` or ``yolo-deeplab``.
+    split_csv : str or PathLike, optional
+        The split manifest the stages were trained on (copied to ``split.csv``).
+    arguments : dict, optional
+        Recorded in ``run.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, loadable by :func:`load_predictor`.
+    """
+    folder = Path(run).resolve()
+    if model not in CASCADE_MODELS:
+        raise CervkitInputError(f"assemble_run builds cascades only ({', '.join(CASCADE_MODELS)}), not {model!r}")
+    for stage, marker in (("detector", "weights/best.pt"), ("segmenter", "model.pt")):
+        if not (folder / stage / marker).is_file():
+            raise CervkitInputError(f"stage {stage!r} is not trained (no {stage}/{marker})", folder)
+    info = {"model": model, "status": "done", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "arguments": arguments or {}, "versions": versions(),
+            "stages": {"detector": "detector", "segmenter": "segmenter"}}
+    if split_csv is not None:
+        from cervkit.manifest import load_manifest, save_manifest
+
+        save_manifest(load_manifest(split_csv, validate=False), folder / "split.csv", overwrite=True)
+        info["split"] = {"file": "split.csv"}
+    write_run_info(folder, info)
+    return folder
+
+
 def load_predictor(run: str | PathLike[str], *, device: str | None = None, **options: Any) -> Predictor:
     """Load a trained run as a predictor.
 

@@ -36,3 +36,20 @@ def test_unfinished_or_foreign_runs_are_refused(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["model"] == "something-else"
     with pytest.raises(CervkitInputError, match="cannot be loaded"):
         load_predictor(run)
+
+
+def test_assemble_run_needs_both_stages(tmp_path: Path) -> None:
+    from cervkit.runs import assemble_run
+
+    run = tmp_path / "run"
+    (run / "detector" / "weights").mkdir(parents=True)
+    with pytest.raises(CervkitInputError, match="detector"):
+        assemble_run(run)
+    (run / "detector" / "weights" / "best.pt").write_bytes(b"x")
+    with pytest.raises(CervkitInputError, match="segmenter"):
+        assemble_run(run)
+    (run / "segmenter").mkdir()
+    (run / "segmenter" / "model.pt").write_bytes(b"x")
+    assert read_run_info(assemble_run(run))["status"] == "done"
+    with pytest.raises(CervkitInputError, match="cascades only"):
+        assemble_run(run, "unet3plus")
