@@ -73,12 +73,29 @@ def _force_offline_flags() -> None:
             module.ONLINE = False
 
 
+def _restore_pil_open() -> None:
+    """Undo ultralytics' global monkey-patch of ``PIL.Image.open``.
+
+    On import, ultralytics replaces ``PIL.Image.open`` for every library in the process:
+    on a file Pillow cannot identify it tries to pip-install ``pi-heif`` (a network call)
+    and then raises ``ModuleNotFoundError`` instead of Pillow's own error, which breaks
+    cervkit's clear messages about bad image files. cervkit needs no HEIF support.
+    """
+    from PIL import Image as PILImage
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None and PILImage.open is not original:
+        PILImage.open = original
+
+
 def import_ultralytics() -> ModuleType:
     """Return the ``ultralytics`` module, configured to run offline.
 
     The first call sets ``YOLO_OFFLINE=1`` and (unless already set) ``YOLO_CONFIG_DIR``
     in ``os.environ``, imports ultralytics, turns sync and integrations off in its
-    settings and installs local fonts; later calls return the module at once.
+    settings, installs local fonts and restores ``PIL.Image.open`` (see
+    :func:`_restore_pil_open`); later calls return the module at once.
 
     Returns
     -------
@@ -103,6 +120,7 @@ def import_ultralytics() -> ModuleType:
     if changes:
         settings.update(changes)
     _install_fonts(Path(ul_utils.USER_CONFIG_DIR))
+    _restore_pil_open()
     _prepared["module"] = ultralytics
     return ultralytics
 

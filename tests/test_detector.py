@@ -261,3 +261,21 @@ def test_max_minutes_caps_training(phantoms, tmp_path: Path) -> None:
     run = train_detector(phantoms, tmp_path / "run", epochs=5, imgsz=96, batch=4, device="cpu", quick=False,
                          max_minutes=1e-4)
     assert run.epochs_run == 1 and run.weights.is_file()
+
+
+def test_ultralytics_leaves_pil_open_alone(tmp_path: Path) -> None:
+    """After cervkit imports ultralytics, a broken image still raises cervkit's clear error, not a pip attempt."""
+    from PIL import Image as PILImage
+
+    from cervkit.errors import CervkitInputError
+    from cervkit.io import read_image
+    from cervkit.yolo_env import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.utils import patches
+
+    assert PILImage.open is patches._image_open
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(CervkitInputError, match="broken.png"):
+        read_image(bad)
