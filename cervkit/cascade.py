@@ -12,6 +12,10 @@ a label map of the input's size:
   its box empty) is dropped;
 - instances are numbered 1..K from top to bottom.
 
+With a per-level detector (one class per level, e.g. C2..C7), at most one box per level
+is kept, the most confident: a vertebra just outside the annotated range (T1 below C7,
+T10 above T11) then cannot add an extra instance by looking like its neighbour.
+
 The same class serves YOLO-DeepLab: the segmenter is whatever model the run trained.
 """
 
@@ -137,15 +141,43 @@ class Cascade:
         Segmenter probability threshold.
     min_area : int
         Smallest instance kept, in pixels.
+    one_per_class : bool, optional
+        Keep only the most confident box of each class. Default: on when the detector has
+        more than one class (a per-level detector), off for a single ``vertebra`` class.
     """
 
     def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
-                 min_area: int = 20) -> None:
+                 min_area: int = 20, one_per_class: bool | None = None) -> None:
         self.detector = detector
         self.segmenter = segmenter
         self.conf = conf
         self.threshold = threshold
         self.min_area = min_area
+        if one_per_class is None:
+            one_per_class = len(getattr(detector, "names", {0: "vertebra"})) > 1
+        self.one_per_class = one_per_class
+
+    @staticmethod
+    def best_per_class(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Indices of the most confident box of each class, in their original order.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            (N,) confidences.
+        classes : numpy.ndarray
+            (N,) class ids.
+
+        Returns
+        -------
+        numpy.ndarray
+            Sorted int indices, one per class present.
+        """
+        best: dict[int, int] = {}
+        for i, (score, cls) in enumerate(zip(scores, classes)):
+            if int(cls) not in best or score > scores[best[int(cls)]]:
+                best[int(cls)] = i
+        return np.array(sorted(best.values()), dtype=np.int64)
 
     def predict(self, image: np.ndarray | Image) -> CascadePrediction:
         """Segment every vertebral body in one image.
@@ -165,6 +197,10 @@ class Cascade:
             raise ValueError(f"the cascade needs a 2D image, got shape {array.shape}")
         t0 = time.perf_counter()
         det = self.detector.predict([array], conf=self.conf)[0]
+        if self.one_per_class and len(det):
+            keep = self.best_per_class(det.scores, det.classes)
+            det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
+                               "classes": det.classes[keep]})
         t1 = time.perf_counter()
         crops = self.segmenter.predict_crops(array, det.boxes) if len(det) else []
         t2 = time.perf_counter()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -225,7 +225,8 @@ def _ema_callback(decay: float, tau: float) -> Any:
 def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | PathLike[str], *,
                    epochs: int = 200, patience: int = 20, imgsz: int = 320, batch: int = 8,
                    max_minutes: float | None = 15.0,
-                   weights: str | PathLike[str] | None = None, classes: str = "single", seed: int = 0,
+                   weights: str | PathLike[str] | None = None, classes: str = "single",
+                   level_names: Sequence[str] | None = None, seed: int = 0,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
                    overrides: Mapping[str, Any] | None = None, ema: tuple[float, float] = (EMA_DECAY, EMA_TAU),
                    quick: bool | None = None,
@@ -250,6 +251,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         A ``.pt`` to fine-tune; default None trains from scratch (``yolo11n.yaml``, no download).
     classes : {"single", "levels"}
         One ``vertebra`` class or C2..C7 classes (see :mod:`cervkit.yolo_dataset`).
+    level_names : sequence of str, optional
+        Class names for ``classes="levels"`` (default C2..C7; e.g. T11..L5 for the lumbar set).
     seed : int
         Seed for ultralytics (deterministic mode on).
     device : str or int, optional
@@ -281,7 +284,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         epochs, imgsz = min(epochs, QUICK_EPOCHS), min(imgsz, QUICK_IMGSZ)
     out = Path(run_dir).resolve() / "detector"
     check_writable(out / "config.json", overwrite)
-    data_yaml = build_yolo_dataset(manifest, out / "data", imgsz=imgsz, classes=classes, overwrite=overwrite)
+    data_yaml = build_yolo_dataset(manifest, out / "data", imgsz=imgsz, classes=classes, level_names=level_names,
+                                   overwrite=overwrite)
     ul = import_ultralytics()
     dev = auto_device(device)
     aug = {**DEFAULT_AUGMENT, **dict(augment or {})}
@@ -317,6 +321,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                             "epochs": epochs, "patience": patience, "imgsz": imgsz, "batch": batch,
                             "max_minutes": max_minutes,
                             "weights": None if weights is None else str(weights), "classes": classes,
+                            "level_names": None if level_names is None else list(level_names),
                             "seed": seed, "device": dev, "workers": workers, "quick": quick,
                             "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},

@@ -96,3 +96,24 @@ def test_cascade_end_to_end_with_stand_ins() -> None:
     assert (pred.labels > 0).sum() == 400
     np.testing.assert_array_equal(pred.boxes, boxes[[1, 0]])
     assert pred.scores[0] == pytest.approx(0.7) and set(pred.seconds) == {"detect", "segment", "paste", "total"}
+
+
+class _LevelDetector(_BrightDetector):
+    names = {0: "T11", 1: "T12"}
+
+    def predict(self, images, conf=0.25):
+        return [_Det(self.boxes, np.array([0.9, 0.6, 0.8], np.float32), np.array([0, 0, 1], np.int64))]
+
+
+def test_per_level_detector_keeps_one_box_per_level() -> None:
+    image = np.zeros((64, 48), np.float32)
+    image[5:15, 10:30] = 1.0   # the true T11
+    image[25:35, 12:32] = 1.0  # the true T12
+    image[45:55, 12:32] = 1.0  # a look-alike, also called T11 but less confident
+    boxes = np.array([[8, 3, 34, 17], [8, 43, 34, 57], [8, 23, 34, 37]], np.float32)
+    pred = Cascade(_LevelDetector(boxes), _ThresholdSegmenter()).predict(image)
+    assert pred.n_detected == 2 and pred.n_vertebrae == 2 and list(pred.classes) == [0, 1]
+    assert pred.labels[50, 20] == 0 and pred.labels[10, 20] == 1 and pred.labels[30, 20] == 2
+    single = Cascade(_LevelDetector(boxes), _ThresholdSegmenter(), one_per_class=False).predict(image)
+    assert single.n_vertebrae == 3
+    np.testing.assert_array_equal(Cascade.best_per_class(np.array([0.2, 0.9, 0.5]), np.array([1, 1, 0])), [1, 2])
