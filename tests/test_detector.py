@@ -279,3 +279,13 @@ def test_ultralytics_leaves_pil_open_alone(tmp_path: Path) -> None:
     bad.write_bytes(b"\x89PNG not really")
     with pytest.raises(CervkitInputError, match="broken.png"):
         read_image(bad)
+
+
+def test_choose_classes_levels_only_for_a_consistent_range(phantoms) -> None:
+    from cervkit.yolo_dataset import choose_classes
+
+    assert choose_classes(phantoms) == ("levels", ["C2", "C3", "C4", "C5", "C6", "C7"])
+    mixed = phantoms.with_df(phantoms.df.assign(levels=""))
+    assert choose_classes(mixed) == ("levels", [f"V{j}" for j in range(1, 7)])
+    uneven = phantoms.with_df(phantoms.df.assign(n_vertebrae=[6] * (len(phantoms.df) - 1) + [5]))
+    assert choose_classes(uneven) == ("single", None)
