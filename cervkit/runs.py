@@ -2,8 +2,8 @@
 
 A run folder holds ``run.json`` (the model kind, the arguments, versions, the stages'
 sub-folders and the validation summary), ``split.csv`` (the exact split used) and one
-sub-folder per stage (``detector/``, ``segmenter/``). :func:`load_predictor` turns a
-run folder into an object with ``predict(image) -> CascadePrediction``.
+sub-folder per stage (``detector/``, ``segmenter/``; ``model/`` for the one-stage baselines).
+:func:`load_predictor` turns a run folder into an object with ``predict(image) -> CascadePrediction``.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def load_predictor(run: str | PathLike[str], *, device: str | None = None, **opt
     device : str, optional
         ``cpu`` or ``cuda``; default CUDA when available.
     **options
-        Passed to the predictor (e.g. ``conf``, ``threshold`` for cascades).
+        Passed to the predictor (e.g. ``conf``, ``threshold`` for cascades; ``threshold``, ``min_area`` for
+        the whole-image models; ``conf``, ``min_area`` for ``yolo-seg``).
 
     Returns
     -------
@@ -203,6 +204,14 @@ def load_predictor(run: str | PathLike[str], *, device: str | None = None, **opt
         folder = Path(run)
         return Cascade(Detector.load(folder / info["stages"]["detector"], device=device),
                        Segmenter.load(folder / info["stages"]["segmenter"], device=device), **options)
+    if model in ("unet3plus", "deeplabv3plus"):
+        from cervkit.whole_image import WholeImageModel
+
+        return WholeImageModel.load(Path(run) / info["stages"]["model"], device=device, **options)
+    if model == "yolo-seg":
+        from cervkit.yolo_seg import YoloSeg
+
+        return YoloSeg.load(Path(run) / info["stages"]["model"], device=device, **options)
     raise CervkitInputError(f"model {model!r} cannot be loaded by this version of cervkit", run)
 
 

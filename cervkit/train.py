@@ -3,7 +3,9 @@
 For the cascades (``yolo-unet``, the paper's model, and ``yolo-deeplab``) this trains the
 YOLOv11 detector (:func:`cervkit.detector.train_detector`) and the crop segmenter
 (:func:`cervkit.segmenter.train_segmenter`) on the same patient-level split, then runs
-the whole cascade on the validation split and records its metrics. The run folder
+the whole cascade on the validation split and records its metrics. The paper's one-stage
+baselines (``yolo-seg``, whole-image ``unet3plus`` and ``deeplabv3plus``) train one stage into
+``RUN/model/`` and are validated the same way. The run folder
 (see :mod:`cervkit.runs`) is what ``predict``, ``evaluate`` and the editor load.
 """
 
@@ -15,9 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from cervkit.errors import CervkitInputError
-from cervkit.runs import CASCADE_MODELS, read_run_info, start_run, write_run_info
+from cervkit.runs import CASCADE_MODELS, MODELS, read_run_info, start_run, write_run_info
 
 SEGMENTER_OF = {"yolo-unet": "unet3plus", "yolo-deeplab": "deeplabv3plus"}
+
+
+def _train_baseline(model: str, split: Any, run: Path, *, seed: int, quick: bool, imgsz: int | None,
+                    device: str | None, overwrite: bool, detector_options: dict[str, Any] | None,
+                    segmenter_options: dict[str, Any] | None) -> None:
+    """Train a one-stage baseline into ``run/model/``: ``yolo-seg`` (detector_options, imgsz) or a
+    whole-image ``unet3plus`` / ``deeplabv3plus`` (segmenter_options; imgsz is the network input size)."""
+    if model == "yolo-seg":
+        from cervkit.yolo_seg import train_yolo_seg
+
+        kwargs = dict(detector_options or {}) | ({"imgsz": imgsz} if imgsz is not None else {})
+        train_yolo_seg(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **kwargs)
+    else:
+        from cervkit.whole_image_train import train_whole_image
+
+        kwargs = dict(segmenter_options or {}) | ({"size": imgsz} if imgsz is not None else {})
+        train_whole_image(split, run, model=model, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                          **kwargs)
 
 
 def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model: str = "yolo-unet",
@@ -33,19 +53,21 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
     out : str or PathLike
         The run folder (must be new or empty unless ``overwrite``).
     model : str
-        ``yolo-unet`` (default) or ``yolo-deeplab``.
+        ``yolo-unet`` (default), ``yolo-deeplab``, or a baseline: ``yolo-seg``, ``unet3plus``,
+        ``deeplabv3plus`` (whole image; see :mod:`cervkit.yolo_seg`, :mod:`cervkit.whole_image`).
     quick : bool, optional
         Quick mode (default: :func:`cervkit.config.quick_mode`): same code path, tiny budget.
     seed : int
         Split and training seed.
     imgsz : int, optional
-        Detector image size (default: the detector's own).
+        Detector (and YOLO-seg) image size, or the whole-image network input size (default: each trainer's own).
     device : str, optional
         ``cpu`` or ``cuda`` (default: CUDA when available).
     overwrite : bool
         Train into an existing non-empty folder, replacing its stages.
     detector_options, segmenter_options : dict, optional
-        Extra keyword arguments for each stage's trainer.
+        Extra keyword arguments for each stage's trainer (``detector_options`` also for ``yolo-seg``,
+        ``segmenter_options`` also for the whole-image models).
     validate : bool
         Run the trained cascade on the validation split and record the metrics.
 
@@ -57,8 +79,8 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
     from cervkit.config import quick_mode
     from cervkit.manifest import ensure_split, save_manifest, summary
 
-    if model not in CASCADE_MODELS:
-        raise CervkitInputError(f"--model {model} is not trainable by this version; use one of {CASCADE_MODELS}")
+    if model not in MODELS:
+        raise CervkitInputError(f"--model {model} is not trainable by this version; use one of {MODELS}")
     quick = quick_mode() if quick is None else bool(quick)
     arguments = {"manifest": str(Path(manifest).resolve()), "model": model, "quick": quick, "seed": seed,
                  "imgsz": imgsz, "device": device, "detector_options": detector_options or {},
@@ -72,21 +94,28 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
     info["split"] = {"file": "split.csv", "summary": summary(split).to_dict(orient="records")}
     timings: dict[str, float] = {}
 
-    from cervkit.detector import train_detector
-    from cervkit.segmenter import train_segmenter
+    if model not in CASCADE_MODELS:  # baselines: one stage in run/model/
+        start = time.perf_counter()
+        _train_baseline(model, split, run, seed=seed, quick=quick, imgsz=imgsz, device=device,
+                        overwrite=overwrite, detector_options=detector_options, segmenter_options=segmenter_options)
+        timings["model"] = time.perf_counter() - start
+        info.update(stages={"model": "model"}, status="done", train_seconds=timings)
+    else:
+        from cervkit.detector import train_detector
+        from cervkit.segmenter import train_segmenter
 
-    start = time.perf_counter()
-    det_kwargs = dict(detector_options or {})
-    if imgsz is not None:
-        det_kwargs["imgsz"] = imgsz
-    train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
-    timings["detector"] = time.perf_counter() - start
-    start = time.perf_counter()
-    train_segmenter(split, run, model=SEGMENTER_OF[model], seed=seed, quick=quick, device=device,
-                    overwrite=overwrite, **(segmenter_options or {}))
-    timings["segmenter"] = time.perf_counter() - start
-    info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
-                train_seconds=timings)
+        start = time.perf_counter()
+        det_kwargs = dict(detector_options or {})
+        if imgsz is not None:
+            det_kwargs["imgsz"] = imgsz
+        train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
+        timings["detector"] = time.perf_counter() - start
+        start = time.perf_counter()
+        train_segmenter(split, run, model=SEGMENTER_OF[model], seed=seed, quick=quick, device=device,
+                        overwrite=overwrite, **(segmenter_options or {}))
+        timings["segmenter"] = time.perf_counter() - start
+        info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
+                    train_seconds=timings)
     write_run_info(run, info)
 
     if validate and (split.df["split"] == "val").any():
