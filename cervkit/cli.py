@@ -58,7 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cervkit.train import train_run
 
     run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
-                    seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite)
+                    seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite,
+                    detector_classes=args.detector_classes)
     print(f"trained {args.model}: {run}")
     return 0
 
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, help="detector image size")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="train into a non-empty run folder")
+    p.add_argument("--detector-classes", default="auto", choices=["auto", "levels", "single"],
+                   help="cascade detector: one class per level (auto when every mask has the same levels) "
+                        "or the paper's single 'vertebra' class")
     p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("predict", help="segment images (files or folders) with a trained run")

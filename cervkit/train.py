@@ -43,7 +43,8 @@ def _train_baseline(model: str, split: Any, run: Path, *, seed: int, quick: bool
 def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model: str = "yolo-unet",
               quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
               overwrite: bool = False, detector_options: dict[str, Any] | None = None,
-              segmenter_options: dict[str, Any] | None = None, validate: bool = True) -> Path:
+              segmenter_options: dict[str, Any] | None = None, validate: bool = True,
+              detector_classes: str = "auto") -> Path:
     """Train a model end to end into a run folder.
 
     Parameters
@@ -70,6 +71,10 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
         ``segmenter_options`` also for the whole-image models).
     validate : bool
         Run the trained cascade on the validation split and record the metrics.
+    detector_classes : {"auto", "levels", "single"}
+        Cascades' detector classes. ``auto`` (default): one class per level when every training
+        and validation mask covers the same levels (:func:`cervkit.yolo_dataset.choose_classes`),
+        so the cascade keeps at most one body per level; else the paper's single ``vertebra``.
 
     Returns
     -------
@@ -106,6 +111,18 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
 
         start = time.perf_counter()
         det_kwargs = dict(detector_options or {})
+        if detector_classes not in ("auto", "levels", "single"):
+            raise CervkitInputError(f"detector_classes must be auto, levels or single, not {detector_classes!r}")
+        if "classes" not in det_kwargs and detector_classes != "single":
+            from cervkit.yolo_dataset import choose_classes
+
+            classes, names = choose_classes(split)
+            if detector_classes == "levels" and classes != "levels":
+                raise CervkitInputError("per-level detector classes need every train/val mask to hold the "
+                                        "same number of vertebrae", manifest)
+            det_kwargs.update(classes=classes, level_names=names)
+        info["detector_classes"] = {"classes": det_kwargs.get("classes", "single"),
+                                    "level_names": det_kwargs.get("level_names")}
         if imgsz is not None:
             det_kwargs["imgsz"] = imgsz
         train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
