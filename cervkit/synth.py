@@ -272,4 +272,10 @@ def make_phantom(style: str = "xray", *, seed: int = 0, size: tuple[int, int] = 
     return phantom_from_spec(PhantomSpec(style=style, seed=seed, size=size, **overrides))
 
 
-from cervkit.synth_dataset import write_phantom_dataset  # noqa: E402  (re-export; imports this module)
+def __getattr__(name: str) -> Any:
+    """Re-export :func:`cervkit.synth_dataset.write_phantom_dataset` lazily (it imports this module)."""
+    if name == "write_phantom_dataset":
+        from cervkit.synth_dataset import write_phantom_dataset
+
+        return write_phantom_dataset
+    raise AttributeError(f"module 'cervkit.synth' has no attribute {name!r}")
