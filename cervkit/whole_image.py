@@ -5,7 +5,8 @@ The paper compares YOLO-UNet with single-stage semantic segmenters. Here they ar
 * **input**: the whole grayscale image, **plainly resized** to ``size`` × ``size`` (no letterbox: the
   network sees the anatomy stretched when the image is not square, in training and inference alike, and
   the probability map is resized back to the input's own size, so nothing is lost to padding); then
-  normalised per image to zero mean and unit standard deviation (:func:`prepare_image`);
+  normalised per image to zero mean and unit standard deviation (:func:`prepare_image`, with the
+  crop segmenter's :func:`~cervkit.crop_dataset.normalise_crop` and intensity augmentation);
 * **target** (training, :class:`WholeImageDataset`): one binary mask, "any vertebral body";
 * **output** (:class:`WholeImageModel`): the probability map at the input size is thresholded and split into
   instances by connected components (:func:`prob_to_instances`: 4-connectivity, tiny islands dropped,
@@ -29,7 +30,8 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from cervkit.augment import albumentations_module, augment_sample, item_seed, paper_pipeline, seed_transform
+from cervkit.augment import augment_sample, item_seed, paper_pipeline, seed_transform
+from cervkit.crop_dataset import intensity_pipeline, normalise_crop
 from cervkit.cascade import CascadePrediction
 from cervkit.errors import CervkitInputError
 from cervkit.image import Image
@@ -40,26 +42,6 @@ STAGE_DIR = "model"
 MODEL_FILE = "model.pt"
 NORMALISATION = "zscore-image"
 """Name of the per-image normalisation stored in checkpoints."""
-NORM_EPS = 1e-3
-INVERT_P = 0.2
-"""Probability of inverting a training image's intensities (T2 ↔ T1-like contrast)."""
-
-
-def normalise_image(array: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation (the std is bounded below by ``NORM_EPS``).
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        2D image, any float range.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, same shape.
-    """
-    arr = np.asarray(array, dtype=np.float32)
-    return ((arr - arr.mean()) / max(float(arr.std()), NORM_EPS)).astype(np.float32)
 
 
 def prepare_image(image: np.ndarray | Image, size: int) -> np.ndarray:
@@ -80,26 +62,7 @@ def prepare_image(image: np.ndarray | Image, size: int) -> np.ndarray:
     arr = image.array if isinstance(image, Image) else np.asarray(image, np.float32)
     if arr.ndim != 2 or min(arr.shape) < 1:
         raise CervkitInputError(f"expected a 2D grayscale image, got shape {arr.shape}")
-    return normalise_image(resize(arr.astype(np.float32, copy=False), (int(size), int(size)), nearest=False))
-
-
-def intensity_pipeline() -> Any:
-    """Intensity augmentation of training images (albumentations, float images in [0, 1]).
-
-    Returns
-    -------
-    albumentations.Compose
-        Random gamma 0.7–1.5, brightness/contrast ±20 %, Gaussian noise, Gaussian blur, inversion
-        (p = :data:`INVERT_P`).
-    """
-    alb = albumentations_module()
-    return alb.Compose([
-        alb.RandomGamma(gamma_limit=(70, 150), p=0.5),
-        alb.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
-        alb.GaussNoise(std_range=(0.01, 0.05), p=0.3),
-        alb.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.0), p=0.2),
-        alb.InvertImg(p=INVERT_P),
-    ])
+    return normalise_crop(resize(arr.astype(np.float32, copy=False), (int(size), int(size)), nearest=False))
 
 
 def prob_to_instances(prob: np.ndarray, *, threshold: float = 0.5, min_area: int = 20,
