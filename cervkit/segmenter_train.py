@@ -80,8 +80,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _crop_overlap(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-crop IoU and Dice of ``logits > 0`` against a binary target (1 when both are empty)."""
+def overlap_scores(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample IoU and Dice of ``logits > 0`` against a binary target (1 when both are empty).
+
+    Parameters
+    ----------
+    logits, target : torch.Tensor
+        (N, 1, H, W).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        (N,) IoU and (N,) Dice.
+    """
     pred = (logits > 0).flatten(1)
     gt = target.flatten(1) > 0.5
     tp = (pred & gt).sum(1).float()
@@ -115,23 +126,25 @@ def evaluate_crops(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     with torch.inference_mode():
         for images, targets in loader:
             logits = model(images.to(device)).float().cpu()
-            iou, dice = _crop_overlap(logits, targets)
+            iou, dice = overlap_scores(logits, targets)
             ious.append(iou)
             dices.append(dice)
     return float(torch.cat(ious).mean()), float(torch.cat(dices).mean())
 
 
-def plot_history(history: pd.DataFrame, out_png: Path) -> Path:
+def plot_history(history: pd.DataFrame, out_png: Path, *,
+                 loss_title: str = "training loss (BCE+Dice, deep supervision)",
+                 val_title: str = "validation crops") -> Path:
     """Plot training loss and validation IoU / Dice per epoch (matplotlib, no pyplot state)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.4), dpi=100)
     ax_loss, ax_val = fig.subplots(1, 2)
     ax_loss.plot(history["epoch"], history["train_loss"], marker=".")
-    ax_loss.set(title="training loss (BCE+Dice, deep supervision)", xlabel="epoch")
+    ax_loss.set(title=loss_title, xlabel="epoch")
     ax_val.plot(history["epoch"], history["val_iou"], marker=".", label="IoU")
     ax_val.plot(history["epoch"], history["val_dice"], marker=".", label="Dice")
-    ax_val.set(title="validation crops", xlabel="epoch", ylim=(0, 1))
+    ax_val.set(title=val_title, xlabel="epoch", ylim=(0, 1))
     ax_val.legend()
     fig.tight_layout()
     buf = io.BytesIO()

@@ -24,9 +24,7 @@ per epoch on 2 CPU cores for 24 images).
 from __future__ import annotations
 
 import copy
-import io
 import json
-import random
 import time
 from dataclasses import dataclass
 from os import PathLike
@@ -40,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from cervkit.errors import CervkitInputError
 from cervkit.fileutil import atomic_write_bytes, check_writable
+from cervkit.segmenter_train import overlap_scores, plot_history, seed_everything
 from cervkit.whole_image import MODEL_FILE, NORMALISATION, STAGE_DIR, WHOLE_IMAGE_MODELS, WholeImageDataset
 
 DEFAULT_MODEL_OPTIONS: dict[str, dict[str, Any]] = {"unet3plus": {"cat_channels": 16, "fast_upsample": True},
@@ -113,30 +112,6 @@ def load_pairs(manifest: Any, split: str) -> list[tuple[np.ndarray, np.ndarray]]
     return pairs
 
 
-def overlap_scores(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample IoU and Dice of ``logits > 0`` against a binary target (1 when both are empty).
-
-    Parameters
-    ----------
-    logits, target : torch.Tensor
-        (N, 1, H, W).
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        (N,) IoU and (N,) Dice.
-    """
-    pred = (logits > 0).flatten(1)
-    gt = target.flatten(1) > 0.5
-    tp = (pred & gt).sum(1).float()
-    fp = (pred & ~gt).sum(1).float()
-    fn = (~pred & gt).sum(1).float()
-    empty = (tp + fp + fn) == 0
-    iou = torch.where(empty, torch.ones_like(tp), tp / (tp + fp + fn).clamp(min=1))
-    dice = torch.where(empty, torch.ones_like(tp), 2 * tp / (2 * tp + fp + fn).clamp(min=1))
-    return iou, dice
-
-
 def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> int:
     """Replace every BatchNorm layer's running statistics by their average over ``loader`` ("precise BN").
 
@@ -179,24 +154,6 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) 
             ious.append(iou)
             dices.append(dice)
     return float(torch.cat(ious).mean()), float(torch.cat(dices).mean())
-
-
-def plot_history(history: pd.DataFrame, out_png: Path, title: str) -> Path:
-    """Plot training loss and validation IoU / Dice per epoch (matplotlib, no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.4), dpi=100)
-    ax_loss, ax_val = fig.subplots(1, 2)
-    ax_loss.plot(history["epoch"], history["train_loss"], marker=".")
-    ax_loss.set(title=f"{title}: training loss (BCE+Dice)", xlabel="epoch")
-    ax_val.plot(history["epoch"], history["val_iou"], marker=".", label="IoU")
-    ax_val.plot(history["epoch"], history["val_dice"], marker=".", label="Dice")
-    ax_val.set(title="validation images", xlabel="epoch", ylim=(0, 1))
-    ax_val.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(out_png, buf.getvalue(), overwrite=True)
 
 
 def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str = "unet3plus",
@@ -267,9 +224,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights)}
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     train_ds = WholeImageDataset(load_pairs(manifest, "train"), size=size, augment=True, seed=seed)
     val_ds = WholeImageDataset(load_pairs(manifest, "val"), size=size, augment=False, seed=seed)
     calib_loader = DataLoader(WholeImageDataset(train_ds.samples, size=size, augment=False), batch_size=batch_size,
@@ -331,7 +286,8 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     out.mkdir(parents=True, exist_ok=True)
     history_csv = atomic_write_bytes(out / "history.csv", history.to_csv(index=False).encode(), overwrite=True)
-    curves = plot_history(history, out / "curves.png", model)
+    curves = plot_history(history, out / "curves.png", loss_title=f"{model}: training loss (BCE+Dice)",
+                          val_title="validation images")
     ckpt_config = {"size": int(size), "normalisation": NORMALISATION, "model": model, "kind": "whole-image",
                    "best_epoch": int(best["epoch"]), "val_iou": float(best["iou"]), "val_dice": float(best["dice"])}
     model_path = save_checkpoint(out / MODEL_FILE, net.cpu(), ckpt_config, overwrite=True)
