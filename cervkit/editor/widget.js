@@ -55,7 +55,8 @@ function render({ model, el: host }) {
   const cleanups = [];
   const on = (target, type, fn, opts) => { target.addEventListener(type, fn, opts); cleanups.push(() => target.removeEventListener(type, fn, opts)); };
   const onModel = (name, fn) => { model.on(name, fn); cleanups.push(() => model.off(name, fn)); };
-  const send = (msg) => { pending = { t0: performance.now(), version: model.get("version") }; model.send(msg); };
+  // t0: the triggering event's timeStamp (same clock as performance.now), so latency counts from the user's action
+  const send = (msg, t0 = performance.now()) => { pending = { t0, kind: msg.type === "key" ? msg.key : msg.type, version: model.get("version") }; model.send(msg); };
   const setModel = (name, value) => { model.set(name, value); model.save_changes(); };
 
   // ------------------------------------------------------------------ DOM
@@ -121,6 +122,11 @@ function render({ model, el: host }) {
   let preview = null;  // the last stroke, drawn until the kernel's patch for it arrives
   let pending = null, lastLatency = null, drag = null, polygon = [], spaceDown = false, hover = null;
   let chain = Promise.resolve();
+  // Local mirror of the kernel's recent undo steps, so z / y show at once (the kernel stays the authority:
+  // its undo patch follows and overwrites the same pixels). steps[i] = {bbox, before, after}; `local` counts
+  // undo/redo done here whose kernel patch has not arrived yet.
+  const MAX_LOCAL_STEPS = 64;
+  let steps = [], stepPos = 0, local = 0, localT0 = 0;
   const enqueue = (fn) => { chain = chain.then(fn).catch((err) => { console.error("cervkit editor:", err); }); };
 
   function resizeData() {
@@ -243,7 +249,7 @@ function render({ model, el: host }) {
     } else if (tool === "polygon") {
       polygon.push(p);
     } else if (tool === "fill") {
-      if (p[0] >= 0 && p[1] >= 0 && p[0] < W && p[1] < H) send({ type: "flood", x: p[0], y: p[1] });
+      if (p[0] >= 0 && p[1] >= 0 && p[0] < W && p[1] < H) send({ type: "flood", x: p[0], y: p[1] }, e.timeStamp);
     }
     overlay.setPointerCapture(e.pointerId);
     e.preventDefault();
@@ -262,13 +268,13 @@ function render({ model, el: host }) {
     }
     drawOverlay();
   });
-  const finish = () => {
+  const finish = (e) => {
     if (!drag) return;
     const done = drag;
     drag = null;
     if (done.kind === "stroke") {
       send({ type: "stroke", points: done.points, erase: done.erase,
-        label: model.get("active_label"), radius: model.get("brush_radius") });
+        label: model.get("active_label"), radius: model.get("brush_radius") }, e.timeStamp);
       done.version = model.get("version");
       root.dataset.lastStroke = JSON.stringify(done.points);
       preview = done;
@@ -289,7 +295,7 @@ function render({ model, el: host }) {
     // a double-click adds the same vertex twice: drop near-duplicates
     const pts = polygon.filter((p, i) => i === 0 || Math.hypot(p[0] - polygon[i - 1][0], p[1] - polygon[i - 1][1]) > 1e-6);
     polygon = [];
-    if (pts.length >= 3) send({ type: "polygon", points: pts });
+    if (pts.length >= 3) { send({ type: "polygon", points: pts }); root.dataset.lastPolygon = JSON.stringify(pts); }
     drawOverlay();
   }
 
@@ -304,7 +310,10 @@ function render({ model, el: host }) {
     else if (KERNEL_KEYS.has(key.toLowerCase())) {
       if (e.shiftKey && key.toLowerCase() === "z") key = "shift+z";
       if (e.ctrlKey || e.metaKey) key = "ctrl+" + key;
-      send({ type: "key", key });
+      const bare = key.replace(/^ctrl\+/, "").toLowerCase();  // z undo; y, shift+z redo (keys.py)
+      const shown = (bare === "z" || bare === "y" || bare === "shift+z") && localHistory(bare === "z", e.timeStamp);
+      if (shown) model.send({ type: "key", key });  // the kernel's patch confirms; no round trip to wait for
+      else send({ type: "key", key }, e.timeStamp);
     } else return;
     e.preventDefault();
     e.stopPropagation();
@@ -328,15 +337,59 @@ function render({ model, el: host }) {
     select.value = String(active);
     const latency = lastLatency === null ? "" : ` · round trip ${lastLatency.toFixed(0)} ms`;
     status.textContent = model.get("status") + latency;
-    root.dataset.tool = tool;
-    root.dataset.activeLabel = active;
+    Object.assign(root.dataset, { tool, activeLabel: active, brushRadius: model.get("brush_radius"),
+      opacity: model.get("opacity"), window: model.get("window").join(",") });
+  }
+  const crop = ([x0, y0, x1, y1]) => {
+    const w = x1 - x0, out = new Uint8Array(w * (y1 - y0));
+    for (let y = y0; y < y1; y++) out.set(labels.subarray(y * W + x0, y * W + x1), (y - y0) * w);
+    return out;
+  };
+  const sameBytes = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+  function writeCrop([x0, y0, x1, y1], vals) {
+    const w = x1 - x0;
+    for (let y = y0; y < y1; y++) labels.set(vals.subarray((y - y0) * w, (y - y0 + 1) * w), y * W + x0);
+    paintLabels(x0, y0, x1, y1);
+  }
+  // z / y at once from the local steps; false when that is not safe (reply outstanding, steps unknown)
+  function localHistory(undo, t0) {
+    if (pending || preview || drag) return false;
+    if (undo ? !(model.get("can_undo") && stepPos > 0) : !(model.get("can_redo") && stepPos < steps.length)) return false;
+    const step = steps[undo ? stepPos - 1 : stepPos];
+    if (!sameBytes(crop(step.bbox), undo ? step.after : step.before)) { steps = []; stepPos = 0; return false; }
+    writeCrop(step.bbox, undo ? step.before : step.after);
+    stepPos += undo ? -1 : 1;
+    local += 1;
+    draw();
+    // latency of what the user sees (drawn; next frame) and, in recordStep, of the kernel's confirmation
+    const count = String(+(root.dataset.localCount || 0) + 1);
+    Object.assign(root.dataset, { localMs: (performance.now() - t0).toFixed(1), localCount: count });
+    requestAnimationFrame(() => { Object.assign(root.dataset, { localFrameMs: (performance.now() - t0).toFixed(1), localFrameCount: count }); });
+    localT0 = t0;
+    return true;
+  }
+  function recordStep(p, bbox, before) {
+    if (p.reason === "undo" || p.reason === "redo") {
+      if (local > 0) {  // the kernel confirms a local step
+        local -= 1;
+        if (local === 0) root.dataset.confirmMs = (performance.now() - localT0).toFixed(1);
+      }
+      else { steps = []; stepPos = 0; }  // undone elsewhere (e.g. from Python): forget the mirror
+      return;
+    }
+    steps.splice(stepPos);
+    steps.push({ bbox, before, after: crop(bbox) });
+    if (steps.length > MAX_LOCAL_STEPS) steps.shift();
+    stepPos = steps.length;
   }
   function applyPatch(p) {
     const [x0, y0, x1, y1] = p.bbox, w = x1 - x0, h = y1 - y0;
     if (!p.shape || p.shape[0] !== H || p.shape[1] !== W) return Promise.resolve();
     const write = (vals) => {
+      const before = crop(p.bbox);
       for (let y = 0; y < h; y++) labels.set(vals.subarray(y * w, (y + 1) * w), (y0 + y) * W + x0);
       paintLabels(x0, y0, x1, y1);
+      recordStep(p, p.bbox, before);
     };
     if (p.encoding === "rle") { write(rleDecode(p.data, w * h)); return Promise.resolve(); }
     return decodePng(p.data, w, h).then(write);
@@ -346,8 +399,11 @@ function render({ model, el: host }) {
     if (preview && version > preview.version) preview = null;
     draw();
     if (pending && version > pending.version) {
-      lastLatency = performance.now() - pending.t0;
-      root.dataset.latencyMs = lastLatency.toFixed(1);
+      // drawn: the canvases hold the new pixels; frameMs adds the wait for the next animation frame
+      const done = pending;
+      lastLatency = performance.now() - done.t0;
+      Object.assign(root.dataset, { latencyMs: lastLatency.toFixed(1), latencyKind: done.kind, latencyVersion: version });
+      requestAnimationFrame(() => { Object.assign(root.dataset, { frameMs: (performance.now() - done.t0).toFixed(1), frameVersion: version }); });
       pending = null;
     }
     root.dataset.version = version;
@@ -360,18 +416,24 @@ function render({ model, el: host }) {
     paintImage();
     draw();
   });
-  const loadLabels = () => enqueue(async () => {
-    const text = model.get("labels_png");
+  const loadLabels = (text = model.get("labels_png")) => enqueue(async () => {
     if (!text) return;
     labels = await decodePng(text, W, H);
+    steps = []; stepPos = 0; local = 0;  // a whole new map: the local steps no longer apply
     paintLabels();
     draw();
     root.dataset.ready = "1";
   });
   onModel("change:shape", () => { resizeData(); resize(); fit(); });
   onModel("change:image_png", loadImage);
-  onModel("change:labels_png", loadLabels);
-  onModel("change:patch", () => { const p = model.get("patch"); enqueue(() => applyPatch(p)); });
+  onModel("change:labels_png", () => loadLabels());
+  // the kernel's whole map when it may differ from ours although labels_png did not change (widget.py)
+  onModel("msg:custom", (msg) => { if (msg && msg.type === "labels") loadLabels(msg.png); });
+  onModel("change:patch", () => {
+    const p = model.get("patch");
+    if (pending) root.dataset.receivedMs = (performance.now() - pending.t0).toFixed(1);  // the reply's arrival
+    enqueue(() => applyPatch(p));
+  });
   onModel("change:window", () => { paintImage(); draw(); });
   onModel("change:opacity", () => draw());
   onModel("change:view_height", () => resize());

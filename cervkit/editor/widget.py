@@ -14,6 +14,12 @@ applies ``window`` itself), ``labels_png`` (whole map, for big changes),
 messages: ``{"type": "stroke", "points": [[x, y], ...], "erase": bool}``
 (pixel-edge image coordinates, on mouse-up), ``polygon``, ``flood``, ``key``,
 ``undo``, ``redo``, ``add``, ``delete``, ``clean``, ``select``, ``sync``.
+Kernel → view custom message ``{"type": "labels", "png": ...}``: the whole map after an undo or
+redo key that changed nothing here, since the view may already have applied it.
+
+Undo at once: the view mirrors the kernel's last 64 steps from the patches (``reason``,
+the pixels before and after), so ``z`` / ``y`` redraw before the kernel answers; the kernel's
+own undo patch follows and overwrites the same pixels, so the kernel stays the authority.
 """
 
 from __future__ import annotations
@@ -27,32 +33,16 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from cervkit.editor.codec import encode_labels, encode_patch, rle_encode
+from cervkit.editor.codec import encode_labels
 from cervkit.editor.state import EditorState
+from cervkit.editor.viewlink import PATCH_MAX_CHARS, ViewFirstState, image_png, label_summary, palette, patch_for
 from cervkit.errors import CervkitInputError
 from cervkit.image import Image
 
 __all__ = ["MaskEditor", "PATCH_MAX_CHARS"]
 
-PATCH_MAX_CHARS = 16384
-"""A changed rectangle whose run-length text is longer is sent as a PNG patch (or the whole map)."""
-
 _HERE = Path(__file__).resolve().parent
 ImageLike = np.ndarray | Image | str | PathLike[str]
-
-
-def _image_png(image: np.ndarray) -> str:
-    """Return base64 of the image as an 8-bit grayscale PNG (the view's copy)."""
-    return encode_labels(np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8), compress_level=1)
-
-
-def _palette() -> list[list[int]]:
-    """One cycle of the label colours (:func:`cervkit.viz.label_colors`): label k uses row (k-1) % len."""
-    from cervkit.viz import label_colors
-
-    colors = label_colors(255).astype(int)
-    period = next(p for p in range(1, 256) if p == 255 or np.array_equal(colors[p:], colors[:-p]))
-    return colors[:period].tolist()
 
 
 class MaskEditor(anywidget.AnyWidget):
@@ -123,7 +113,7 @@ class MaskEditor(anywidget.AnyWidget):
                  level_names: Mapping[int, str] | None = None,
                  autosave_path: str | PathLike[str] | None = None, run: Any = None,
                  overwrite_autosave: bool = False, height: int = 560) -> None:
-        super().__init__(colors=_palette(), view_height=int(height))
+        super().__init__(colors=palette(), view_height=int(height))
         self.run = run
         self._autosave_path = autosave_path
         self._overwrite_autosave = overwrite_autosave
@@ -139,7 +129,7 @@ class MaskEditor(anywidget.AnyWidget):
     def _open(self, image: ImageLike, labels: np.ndarray | str | PathLike[str] | None,
               spacing_mm: tuple[float, float] | None) -> None:
         """Replace the state with a new image (+ labels) and send everything to the view."""
-        state = EditorState.from_image(image, labels, spacing_mm=spacing_mm, level_names=self._level_names,
+        state = ViewFirstState.from_image(image, labels, spacing_mm=spacing_mm, level_names=self._level_names,
                                        autosave_path=self._autosave_path,
                                        overwrite_autosave=self._overwrite_autosave)
         self._overwrite_autosave = True  # later loads replace our own autosave
@@ -147,7 +137,7 @@ class MaskEditor(anywidget.AnyWidget):
         self.state = state
         with self.hold_sync():
             self.shape = list(state.shape)
-            self.image_png = _image_png(state.image)
+            self.image_png = image_png(state.image)
             self.level_names = {str(k): v for k, v in state.level_names.items()}
             self._send_full()
             self._sync_traits("opened")
@@ -186,21 +176,11 @@ class MaskEditor(anywidget.AnyWidget):
         self.labels_png = encode_labels(self.state.labels, compress_level=1)
         self.labels_version = self.state.version
 
-    def _patch_for(self, bbox: tuple[int, int, int, int]) -> dict[str, Any] | None:
-        """Return the smallest patch dict for ``bbox``, or None when the whole map is cheaper."""
-        x0, y0, x1, y1 = bbox
-        crop = self.state.labels[y0:y1, x0:x1]
-        if crop.size * 4 >= self.state.labels.size:
-            return None
-        if len(rle_encode(crop)) <= PATCH_MAX_CHARS:
-            return encode_patch(self.state.labels, bbox, encoding="rle")
-        return encode_patch(self.state.labels, bbox, encoding="png")
-
     def _on_state_change(self, bbox: tuple[int, int, int, int] | None, reason: str) -> None:
         """EditorState listener: send the changed rectangle (or the map) and the new facts."""
         with self.hold_sync():
             if bbox is not None:
-                patch = self._patch_for(bbox)
+                patch = patch_for(self.state.labels, bbox)
                 if patch is None:
                     self._send_full()
                 else:
@@ -217,12 +197,10 @@ class MaskEditor(anywidget.AnyWidget):
             self.active_label = state.active_label
             self.brush_radius = state.brush_radius
             self.tool = state.tool
-            counts = np.bincount(state.labels.ravel(), minlength=256)  # far cheaper than np.unique
-            present = np.flatnonzero(counts[1:]) + 1
-            self.n_labels = int(present[-1]) if present.size else 0
+            self.n_labels, n_present = label_summary(state.labels)
             self.can_undo = state.can_undo
             self.can_redo = state.can_redo
-            self.status = self._status_line(reason, int(present.size))
+            self.status = self._status_line(reason, n_present)
             self.version = state.version
         finally:
             self._syncing = False
@@ -275,7 +253,7 @@ class MaskEditor(anywidget.AnyWidget):
         """
         kind = str(content.get("type", ""))
         state = self.state
-        action = kind
+        action, version = kind, state.version
         if kind == "stroke":
             if "label" in content:
                 state.active_label = int(content["label"])
@@ -305,7 +283,10 @@ class MaskEditor(anywidget.AnyWidget):
                 self._send_full()
         else:
             raise CervkitInputError(f"unknown editor message type {kind!r}")
-        self._sync_traits(action or kind)
+        if state.version == version:  # otherwise the state listener has just synced everything
+            if action in ("undo", "redo"):  # the view may have undone locally (widget.js): resend the truth
+                self.send({"type": "labels", "png": encode_labels(state.labels, compress_level=1)})
+            self._sync_traits(action or kind)
         return action
 
     # ------------------------------------------------------ scripted editing

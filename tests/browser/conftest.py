@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +19,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from editor_page import REPO, EditorPage
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,14 +39,17 @@ def _free_port() -> int:
 
 
 def _write_settings(settings: Path) -> None:
-    """User settings that keep JupyterLab quiet: no news, no update check."""
+    """User settings: no news, no update check, every notebook cell attached (so prompts can be read)."""
     folder = settings / "@jupyterlab" / "apputils-extension"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "notification.jupyterlab-settings").write_text(
         json.dumps({"checkForUpdates": False, "fetchNews": "false"}))
+    folder = settings / "@jupyterlab" / "notebook-extension"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium_path() -> Path:
     """Path of Debian's Chromium; skips the module when it is not installed."""
     if not CHROMIUM.exists():
@@ -58,14 +65,18 @@ def chromium_args() -> list[str]:
     return list(CHROMIUM_ARGS)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """Start JupyterLab on a free localhost port with a token and temp root/config dirs; stop it after.
+
+    Kernels inherit ``CERVKIT_QUICK=1`` and ``CERVKIT_OUTPUTS=<temp>/outputs`` (a notebook run from the
+    browser writes nothing into the checkout) and import ``cervkit`` from this checkout (``PYTHONPATH``).
 
     Yields
     ------
     dict
-        ``url`` (base URL), ``token``, ``root`` (the server's root folder, where notebooks go).
+        ``url`` (base URL), ``token``, ``root`` (the server's root folder, where notebooks go),
+        ``outputs`` (the kernels' outputs folder), ``log``.
     """
     base = tmp_path_factory.mktemp("lab")
     root, config, runtime, settings, workspaces = (base / n for n in
@@ -75,7 +86,9 @@ def lab_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     _write_settings(settings)
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
-               IPYTHONDIR=str(base / "ipython"), JUPYTER_PLATFORM_DIRS="1")
+               IPYTHONDIR=str(base / "ipython"), JUPYTER_PLATFORM_DIRS="1", CERVKIT_QUICK="1",
+               CERVKIT_OUTPUTS=str(base / "outputs"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
@@ -101,7 +114,7 @@ def lab_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"JupyterLab did not start:\n{(base / 'server.log').read_text()[-3000:]}")
             time.sleep(0.3)
-        yield {"url": url, "token": token, "root": root, "log": base / "server.log"}
+        yield {"url": url, "token": token, "root": root, "outputs": base / "outputs", "log": base / "server.log"}
     finally:
         proc.terminate()
         try:
@@ -110,3 +123,74 @@ def lab_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def browser_context(lab_server: dict, chromium_path: Path, chromium_args: list[str],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium (Playwright, persistent profile in a temp folder) for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), executable_path=str(chromium_path), args=chromium_args,
+            headless=True, viewport={"width": 1280, "height": 1000})
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture()
+def open_notebook(lab_server: dict, browser_context: Any, request: pytest.FixtureRequest,
+                  tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``open_notebook(relative_path)`` opens a notebook under the server root in a new tab.
+
+    On a failure the page's screenshot goes to the test's tmp folder and ``outputs/browser/``.
+    """
+    pages: list[EditorPage] = []
+
+    def _open(rel: str) -> EditorPage:
+        page = browser_context.new_page()
+        editor = EditorPage(page, Path(lab_server["root"]))
+        pages.append(editor)
+        # a workspace of its own: JupyterLab would otherwise reopen the tabs of the previous test too
+        workspace = f"test{len(pages)}-{secrets.token_hex(4)}"
+        page.goto(f"{lab_server['url']}/lab/workspaces/{workspace}/tree/{rel}?token={lab_server['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        return editor
+
+    yield _open
+    failed = getattr(request.node, "rep_call", None)
+    for editor in pages:
+        if failed is not None and failed.failed:
+            shot = tmp_path / f"failure_{request.node.name}.png"
+            editor.screenshot(shot)
+            keep = REPO / "outputs" / "browser"
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, keep / shot.name)
+            print("\n".join(editor.console[-40:]))
+        try:
+            editor.page.close()
+        except Exception:  # already closed by a crash
+            pass
+    _stop_kernels(lab_server)
+
+
+def _stop_kernels(lab_server: dict) -> None:
+    """Shut down this server's kernels (REST API), so the next notebook starts on a quiet machine."""
+    base, token = lab_server["url"], lab_server["token"]
+    with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=10) as resp:
+        kernels = json.loads(resp.read())
+    for kernel in kernels:
+        req = urllib.request.Request(f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
