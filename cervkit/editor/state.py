@@ -374,21 +374,19 @@ class EditorState:
         return cls(image, labels, **kwargs)
 
     def export_labels(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as an 8-bit PNG, atomically; FileExistsError unless ``overwrite``."""
-        from cervkit.io import write_png
+        """Write the label map as 8-bit PNG (:func:`cervkit.export.write_label_png`), atomically."""
+        from cervkit.export import write_label_png
 
-        return write_png(path, self.labels, overwrite=overwrite)
+        return write_label_png(path, self.labels, overwrite=overwrite)
 
-    def export_overlay(self, path: str | PathLike[str], *, alpha: float = 0.4,
-                       overwrite: bool = False) -> Path:
-        """Write the image with coloured labels (:func:`cervkit.viz.overlay`) as PNG, atomically."""
-        from cervkit.io import write_png
-        from cervkit.viz import overlay
+    def export_overlay(self, path: str | PathLike[str], *, alpha: float = 0.4, overwrite: bool = False) -> Path:
+        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.write_overlay_png`)."""
+        from cervkit.export import write_overlay_png
 
-        return write_png(path, overlay(self.image, self.labels, alpha=alpha), overwrite=overwrite)
+        return write_overlay_png(path, self.image, self.labels, alpha=alpha, overwrite=overwrite)
 
     def export_nifti(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.io.write_nifti`)."""
-        from cervkit.io import write_nifti
+        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.write_label_nifti`)."""
+        from cervkit.export import write_label_nifti
 
-        return write_nifti(path, self.labels, self.spacing_mm, overwrite=overwrite)
+        return write_label_nifti(path, self.labels, self.spacing_mm, overwrite=overwrite)
