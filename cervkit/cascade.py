@@ -51,6 +51,10 @@ class CascadePrediction:
         Boxes from stage 1 before empty crops were dropped.
     seconds : dict
         Wall time of ``detect``, ``segment``, ``paste`` and ``total``.
+    prob : numpy.ndarray or None
+        float32 (H, W) foreground probability behind :attr:`labels` (the cascade: each pixel's
+        highest crop probability, 0 outside every crop); None when the model has none (YOLO-seg).
+        Used for the mask uncertainty of :func:`cervkit.confidence.image_confidence`.
     """
 
     labels: np.ndarray
@@ -60,6 +64,7 @@ class CascadePrediction:
     classes: np.ndarray
     n_detected: int
     seconds: dict[str, float] = field(default_factory=dict)
+    prob: np.ndarray | None = None
 
     @property
     def n_vertebrae(self) -> int:
@@ -207,9 +212,13 @@ class Cascade:
         labels, kept, mean_prob = paste_by_probability(
             array.shape, [c.int_box for c in crops], [c.prob for c in crops],
             threshold=self.threshold, min_area=self.min_area)
+        prob = np.zeros(array.shape, np.float32)
+        for crop in crops:  # the winning probability of paste_by_probability
+            x0, y0, x1, y1 = crop.int_box
+            np.maximum(prob[y0:y1, x0:x1], crop.prob, out=prob[y0:y1, x0:x1])
         t3 = time.perf_counter()
         return CascadePrediction(
             labels=labels, boxes=det.boxes[kept].astype(np.float32).reshape(-1, 4),
             scores=det.scores[kept].astype(np.float32), mean_prob=mean_prob,
             classes=det.classes[kept].astype(np.int64), n_detected=len(det),
-            seconds={"detect": t1 - t0, "segment": t2 - t1, "paste": t3 - t2, "total": t3 - t0})
+            seconds={"detect": t1 - t0, "segment": t2 - t1, "paste": t3 - t2, "total": t3 - t0}, prob=prob)

@@ -284,4 +284,4 @@ class WholeImageModel:
         return CascadePrediction(labels=labels, boxes=boxes_from_labels(labels).reshape(-1, 4).astype(np.float32),
                                  scores=mean_prob.copy(), mean_prob=mean_prob, classes=np.zeros(k, np.int64),
                                  n_detected=n, seconds={"detect": 0.0, "segment": t1 - t0, "paste": t2 - t1,
-                                                        "total": t2 - t0})
+                                                        "total": t2 - t0}, prob=prob)
