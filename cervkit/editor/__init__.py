@@ -7,7 +7,9 @@ crash-safely and exports PNG / overlay / NIfTI without silent overwrites.
 :mod:`cervkit.editor.tools` has the array operations as pure functions and
 :mod:`cervkit.editor.codec` the compact text encodings the view uses.
 :class:`MaskEditor` (the anywidget view, :mod:`cervkit.editor.widget`) is loaded on
-first use, so importing this package never imports ipywidgets or anywidget.
+first use, so importing this package never imports ipywidgets or anywidget; so are
+:class:`CorrectionQueue` (:mod:`cervkit.editor.queue`: walk predicted drafts, accept or
+flag each into a corrected dataset) and its view :class:`QueueEditor`.
 
 Examples
 --------
@@ -38,6 +40,7 @@ from cervkit.editor.state import CLEAN_OPS, EditorState
 __all__ = [
     "BRUSH_SIZES", "CLEAN_OPS", "SHORTCUTS", "TOOLS", "EditorState", "apply_patch", "decode_labels",
     "encode_labels", "encode_patch", "rle_decode", "rle_encode", "MaskEditor",
+    "CorrectionQueue", "QueueEditor",
 ]
 
 
@@ -46,4 +49,12 @@ def __getattr__(name: str):
         from cervkit.editor.widget import MaskEditor
 
         return MaskEditor
+    if name == "CorrectionQueue":
+        from cervkit.editor.queue import CorrectionQueue
+
+        return CorrectionQueue
+    if name == "QueueEditor":
+        from cervkit.editor.queue_widget import QueueEditor
+
+        return QueueEditor
     raise AttributeError(f"module 'cervkit.editor' has no attribute {name!r}")
