@@ -3,22 +3,28 @@
 ``python -m cervkit evaluate --model RUN --manifest M [--split test] --out DIR`` writes
 ``images.csv`` (one row per image, a column per metric: ``dice``, ``iou``, ``ppv``,
 ``sensitivity``, ``hd``, ``hd95`` … and ``seconds``), ``vertebrae.csv`` (one row per
-ground-truth vertebra plus false positives) and ``summary.csv`` (mean, sd, median and
-95 % bootstrap CI per metric, and seconds per image). Without a ``split`` column every
-row is evaluated. Metric definitions: :mod:`cervkit.metrics`.
+ground-truth vertebra plus false positives), ``summary.csv`` (mean, sd, median and
+95 % bootstrap CI per metric, and seconds per image) and, when the run is known
+(:func:`evaluate_run`, the CLI), ``evaluation.json`` (run, model, manifest, split, dataset).
+Without a ``split`` column every row is evaluated. Metric definitions: :mod:`cervkit.metrics`;
+:func:`read_evaluation` loads a folder back, :mod:`cervkit.compare` compares several.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from cervkit.errors import CervkitInputError
 
+INFO_FILE = "evaluation.json"
+TABLE_FILES = ("images.csv", "vertebrae.csv", "summary.csv")
 SUMMARY_METRICS = ("dice", "iou", "ppv", "sensitivity", "hd", "hd95", "detection_rate", "mean_vertebra_dice",
                    "seconds")
 
@@ -35,11 +41,14 @@ class Evaluation:
         One row per ground-truth vertebra (and per false-positive prediction).
     summary : pandas.DataFrame
         One row per metric: mean, sd, median, ci_low, ci_high, n.
+    info : dict
+        What was evaluated (``run``, ``model``, ``manifest``, ``split``, ``dataset`` …); empty when unknown.
     """
 
     images: pd.DataFrame
     vertebrae: pd.DataFrame
     summary: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progress: bool | None = None,
@@ -87,8 +96,8 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
         pred = predictor.predict(image.array)
         seconds = time.perf_counter() - start
         per_image, per_vertebra = image_and_vertebra_metrics(pred.labels, gt, spacing)
-        image_rows.append({"image": str(row.image), "patient_id": row.patient_id, "modality": row.modality,
-                           **per_image, "seconds": seconds})
+        image_rows.append({"image": str(row.image), "mask": str(row.mask), "patient_id": row.patient_id,
+                           "modality": row.modality, **per_image, "seconds": seconds})
         per_vertebra.insert(0, "image", str(row.image))
         vertebra_tables.append(per_vertebra)
     images = pd.DataFrame(image_rows)
@@ -98,8 +107,51 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
     return Evaluation(images=images, vertebrae=vertebrae, summary=summary)
 
 
+def evaluate_run(run: str | PathLike[str], manifest: Any, *, split: str | None = "test", device: str | None = None,
+                 dataset: str | None = None, progress: bool | None = None, n_boot: int = 2000,
+                 seed: int = 0) -> Evaluation:
+    """Load a run folder and evaluate it on a manifest, recording what was evaluated in ``info``.
+
+    Parameters
+    ----------
+    run : str or PathLike
+        A finished run folder (:func:`cervkit.runs.load_predictor`).
+    manifest : Manifest or str or PathLike
+        The manifest (a path is loaded and validated).
+    split : str, optional
+        As in :func:`evaluate_predictor`.
+    device : str, optional
+        ``cpu`` or ``cuda``.
+    dataset : str, optional
+        A name for the data set (default: the manifest's folder name), used by :mod:`cervkit.compare`.
+    progress, n_boot, seed
+        As in :func:`evaluate_predictor`.
+
+    Returns
+    -------
+    Evaluation
+        With ``info``: ``run``, ``model``, ``manifest``, ``split``, ``dataset``, ``device``, ``created``.
+    """
+    from cervkit.manifest import load_manifest
+    from cervkit.runs import load_predictor, read_run_info
+
+    if not hasattr(manifest, "df"):
+        manifest = load_manifest(manifest)
+    model = read_run_info(run).get("model")
+    evaluation = evaluate_predictor(load_predictor(run, device=device), manifest, split=split, progress=progress,
+                                    n_boot=n_boot, seed=seed)
+    source = str(manifest.path) if manifest.path is not None else None
+    evaluation.info.update(run=str(Path(run).resolve()), model=model, manifest=source,
+                           split=split if split and "split" in manifest.df.columns else None,
+                           dataset=dataset or (Path(source).parent.name if source else None), device=device,
+                           created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return evaluation
+
+
 def write_evaluation(evaluation: Evaluation, out_dir: str | PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write ``images.csv``, ``vertebrae.csv`` and ``summary.csv`` atomically.
+    """Write ``images.csv``, ``vertebrae.csv``, ``summary.csv`` (and ``evaluation.json``) atomically.
+
+    ``evaluation.json`` is written when ``evaluation.info`` is not empty (:func:`evaluate_run` fills it).
 
     Parameters
     ----------
@@ -115,15 +167,56 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | PathLike[str], *, ov
     pathlib.Path
         The folder.
     """
-    from cervkit.fileutil import atomic_path, check_writable
+    from cervkit.fileutil import atomic_path, atomic_write_bytes, check_writable
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"images.csv": evaluation.images, "vertebrae.csv": evaluation.vertebrae,
-              "summary.csv": evaluation.summary}
-    for name in tables:
+    tables = dict(zip(TABLE_FILES, (evaluation.images, evaluation.vertebrae, evaluation.summary)))
+    with_info = bool(evaluation.info)
+    for name in (*tables, *((INFO_FILE,) if with_info else ())):
         check_writable(out / name, overwrite)
     for name, table in tables.items():
         with atomic_path(out / name, overwrite=overwrite) as tmp:
             table.to_csv(tmp, index=False)
+    if with_info:
+        atomic_write_bytes(out / INFO_FILE, (json.dumps(evaluation.info, indent=2) + "\n").encode(),
+                           overwrite=overwrite)
     return out
+
+
+def read_evaluation(folder: str | PathLike[str]) -> Evaluation:
+    """Load a folder written by :func:`write_evaluation` (or ``python -m cervkit evaluate``).
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        Holds ``images.csv`` (required), ``summary.csv``, ``vertebrae.csv`` and ``evaluation.json`` (optional).
+
+    Returns
+    -------
+    Evaluation
+        The tables (missing optional ones empty) and ``info`` (``{}`` without ``evaluation.json``).
+
+    Raises
+    ------
+    CervkitInputError
+        No ``images.csv``, or it has no ``image`` column or no rows.
+    """
+    path = Path(folder)
+    images_csv = path / "images.csv"
+    if not images_csv.is_file():
+        raise CervkitInputError("not an evaluation folder (no images.csv); write one with "
+                                "`python -m cervkit evaluate --model RUN --manifest M --out DIR`", path)
+    text = {c: str for c in ("image", "mask", "patient_id", "modality", "unit", "empty")}
+    images = pd.read_csv(images_csv, dtype=text, keep_default_na=False, na_values=[""])
+    if "image" not in images.columns or images.empty:
+        raise CervkitInputError("images.csv has no 'image' column or no rows", images_csv)
+    if "empty" in images.columns:
+        images["empty"] = images["empty"].fillna("")
+    tables = [pd.read_csv(path / name) if (path / name).is_file() else pd.DataFrame() for name in TABLE_FILES[1:]]
+    info_json = path / INFO_FILE
+    try:
+        info = json.loads(info_json.read_text()) if info_json.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise CervkitInputError(f"{INFO_FILE} is not valid JSON ({exc})", info_json) from exc
+    return Evaluation(images=images, vertebrae=tables[0], summary=tables[1], info=info)
