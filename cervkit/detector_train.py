@@ -8,9 +8,12 @@
 
 Ultralytics' project/name point there, so nothing lands in the cwd's ``runs/``.
 
-Augmentation (ultralytics' own, on the fly): the paper's rotation (±10°), small scale
-(±10 %) and translation, horizontal flips, plus brightness jitter (``hsv_v``) so the
-detector holds up on other scanners; hue/saturation are off (grayscale input). Mosaic
+Augmentation (ultralytics' own, on the fly): the paper's rotation (±10°), scale (±40 %, wider
+than the paper's ±10 % so other fields of view are covered) and translation, horizontal flips,
+brightness jitter (``hsv_v``) and, with probability ``intensity`` each, the scanner / sequence
+intensity augmentations of :func:`cervkit.augment_scanner.detector_transforms` (random
+non-monotone intensity curves, inversion, gamma, contrast, Rician noise, blur / resampling;
+``benchmarks/bench_robustness.py`` measures why); hue/saturation are off (grayscale input). Mosaic
 stays on (it multiplies the object layouts seen from few images) and is closed for
 the last epochs. See ``benchmarks/bench_detector.py`` for the measurements behind
 the defaults.
@@ -38,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from cervkit.fileutil import atomic_write_bytes, check_writable
+from cervkit.fileutil import atomic_write_bytes, check_writable, sha256_file
+from cervkit.finetune import init_record_callback
 from cervkit.yolo_dataset import build_yolo_dataset
 from cervkit.yolo_env import amp_setting, import_ultralytics
 
@@ -46,8 +50,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from cervkit.manifest import Manifest
 
 DEFAULT_AUGMENT: dict[str, float] = {
-    "degrees": 10.0, "translate": 0.1, "scale": 0.1, "fliplr": 0.5, "flipud": 0.0,
+    "degrees": 10.0, "translate": 0.1, "scale": 0.4, "fliplr": 0.5, "flipud": 0.0,
     "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.4, "mosaic": 1.0, "mixup": 0.0, "close_mosaic": 5,
+    "intensity": 0.3,
 }
 EMA_DECAY, EMA_TAU = 0.99, 50.0
 QUICK_EPOCHS = 2
@@ -222,6 +227,24 @@ def _ema_callback(decay: float, tau: float) -> Any:
     return callback
 
 
+def init_record(weights: str | PathLike[str] | None) -> dict[str, Any]:
+    """What a YOLO stage starts from: ``weights`` (path or None) and its ``weights_sha256``.
+
+    Parameters
+    ----------
+    weights : str or PathLike, optional
+        The ``.pt`` fine-tuned from, or None (from scratch).
+
+    Returns
+    -------
+    dict
+        To be completed with ``state_sha256`` by :func:`cervkit.finetune.init_record_callback`.
+    """
+    if weights is None:
+        return {"weights": None, "weights_sha256": None}
+    return {"weights": str(Path(weights).resolve()), "weights_sha256": sha256_file(weights)}
+
+
 def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | PathLike[str], *,
                    epochs: int = 200, patience: int = 20, imgsz: int = 320, batch: int = 8,
                    max_minutes: float | None = 15.0,
@@ -249,6 +272,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         budget; None for no cap.
     weights : str or PathLike, optional
         A ``.pt`` to fine-tune; default None trains from scratch (``yolo11n.yaml``, no download).
+        ``config.json`` records ``init`` (this file's SHA-256 and ``state_sha256``, the checksum of the
+        weights the first epoch starts from; see :mod:`cervkit.finetune`).
     classes : {"single", "levels"}
         One ``vertebra`` class or C2..C7 classes (see :mod:`cervkit.yolo_dataset`).
     level_names : sequence of str, optional
@@ -295,8 +320,12 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         "project": str(out.parent), "name": out.name, "exist_ok": True, "plots": False, "val": True,
         "amp": amp_setting("cpu" if dev == "cpu" else "cuda"), "verbose": verbose, "cache": "ram",
         "nbs": int(batch),
-        **aug, **dict(overrides or {}),
+        **{k: v for k, v in aug.items() if k != "intensity"}, **dict(overrides or {}),
     }
+    if aug.get("intensity", 0) > 0 and "augmentations" not in args:
+        from cervkit.augment_scanner import detector_transforms
+
+        args["augmentations"] = detector_transforms(float(aug["intensity"]))
     if not verbose:
         from ultralytics.utils import LOGGER
 
@@ -304,6 +333,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         LOGGER.setLevel(40)
     model = ul.YOLO(str(weights) if weights is not None else "yolo11n.yaml")
     model.add_callback("on_train_start", _ema_callback(ema[0], ema[1]))
+    init = init_record(weights)
+    model.add_callback("on_train_start", init_record_callback(init))
     if max_minutes:
         model.add_callback("on_fit_epoch_end", _time_cap_callback(float(max_minutes) * 60.0))
     start = time.perf_counter()
@@ -325,7 +356,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                             "seed": seed, "device": dev, "workers": workers, "quick": quick,
                             "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
-              "versions": _versions(), "data": _data_summary(out / "data"),
+              "init": init, "versions": _versions(), "data": _data_summary(out / "data"),
               "result": {"epochs_run": int(len(table)), "best_epoch": best_epoch, "seconds": round(seconds, 2),
                          "metrics": metrics}}
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),

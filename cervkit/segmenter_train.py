@@ -167,6 +167,28 @@ def _split_part(manifest: Any, split: str) -> Any:
     return part
 
 
+def initial_weights(net: torch.nn.Module, init_checkpoint: str | PathLike[str] | None) -> dict[str, Any]:
+    """Load ``init_checkpoint`` into ``net`` when given (fine-tuning); say what the first epoch starts from.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A freshly built segmentation model.
+    init_checkpoint : str or PathLike, optional
+        A cervkit ``model.pt`` of the same architecture; None keeps the fresh initialisation.
+
+    Returns
+    -------
+    dict
+        ``checkpoint`` (path or None) and ``state_sha256`` (:func:`cervkit.finetune.state_checksum`).
+    """
+    from cervkit.finetune import load_initial_weights, state_checksum
+
+    if init_checkpoint is not None:
+        return load_initial_weights(net, init_checkpoint)
+    return {"checkpoint": None, "state_sha256": state_checksum(net.state_dict())}
+
+
 def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str = "unet3plus",
                     encoder_name: str = "mobilenet_v2", cat_channels: int = 16, crop_size: int = 64,
                     margin: float = 0.15, jitter: float = 0.1, alpha: float = 0.5, epochs: int = 60,
@@ -174,7 +196,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                     seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                     encoder_weights: str | PathLike[str] | None = None,
                     model_options: dict[str, Any] | None = None, max_minutes: float | None = None,
-                    overwrite: bool = False) -> SegmenterRun:
+                    init_checkpoint: str | PathLike[str] | None = None, overwrite: bool = False) -> SegmenterRun:
     """Train the crop segmenter on the ``train`` split, early-stopping on ``val`` crop IoU.
 
     Parameters
@@ -213,6 +235,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         Extra model keywords (default :data:`DEFAULT_MODEL_OPTIONS` for U-Net3+).
     max_minutes : float, optional
         Stop after the epoch that exceeds this wall time (the best weights are kept).
+    init_checkpoint : str or PathLike, optional
+        Fine-tune: start from this ``model.pt`` (same architecture, checked; see :mod:`cervkit.finetune`).
+        ``config.json`` records ``init.state_sha256``, the checksum of the weights the first epoch starts from.
     overwrite : bool
         Replace an existing ``run_dir/segmenter``; otherwise FileExistsError.
 
@@ -236,7 +261,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                  "margin": margin, "jitter": jitter, "alpha": alpha, "epochs": epochs, "patience": patience,
                  "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                  "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
-                 "encoder_weights": None if encoder_weights is None else str(encoder_weights)}
+                 "encoder_weights": None if encoder_weights is None else str(encoder_weights),
+                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
     dev = resolve_device(device)
     seed_everything(seed)
     train_part, val_part = _split_part(manifest, "train"), _split_part(manifest, "val")
@@ -252,7 +278,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     if model == "unet3plus":
         options.setdefault("cat_channels", cat_channels)
     net = build_segmentation_model(model, encoder_name=encoder_name, encoder_weights=encoder_weights,
-                                   in_channels=1, classes=1, **options).to(dev)
+                                   in_channels=1, classes=1, **options)
+    init = initial_weights(net, init_checkpoint)
+    net = net.to(dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
     use_amp = dev.type == "cuda"
@@ -309,7 +337,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     data = {name: {"images": len(ds.samples), "crops": len(ds),
                    "patients": int(part.df["patient_id"].nunique())}
             for name, ds, part in (("train", train_ds, train_part), ("val", val_ds, val_part))}
-    config = {"arguments": arguments, "model_options": options, "device": str(dev), "amp": use_amp,
+    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev), "amp": use_amp,
               "normalisation": NORMALISATION, "intensity_invert_p": INVERT_P, "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from cervkit.errors import CervkitInputError
 from cervkit.fileutil import atomic_write_bytes, check_writable
-from cervkit.segmenter_train import overlap_scores, plot_history, seed_everything
+from cervkit.segmenter_train import initial_weights, overlap_scores, plot_history, seed_everything
 from cervkit.whole_image import MODEL_FILE, NORMALISATION, STAGE_DIR, WHOLE_IMAGE_MODELS, WholeImageDataset
 
 DEFAULT_MODEL_OPTIONS: dict[str, dict[str, Any]] = {"unet3plus": {"cat_channels": 16, "fast_upsample": True},
@@ -162,7 +162,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                       seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                       encoder_weights: str | PathLike[str] | None = None,
                       model_options: dict[str, Any] | None = None, max_minutes: float | None = 15.0,
-                      overwrite: bool = False) -> WholeImageRun:
+                      init_checkpoint: str | PathLike[str] | None = None, overwrite: bool = False) -> WholeImageRun:
     """Train a whole-image segmenter on ``train``, early-stopping on ``val`` IoU.
 
     Parameters
@@ -197,6 +197,9 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
         Extra model keywords (default :data:`DEFAULT_MODEL_OPTIONS`).
     max_minutes : float, optional
         Stop after the epoch that exceeds this wall time (best weights kept); None for no cap.
+    init_checkpoint : str or PathLike, optional
+        Fine-tune: start from this ``model.pt`` (same architecture, checked; see :mod:`cervkit.finetune`);
+        ``config.json`` records ``init.state_sha256`` of the weights the first epoch starts from.
     overwrite : bool
         Replace an existing ``run_dir/model``; otherwise FileExistsError.
 
@@ -221,7 +224,8 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                  "encoder_name": encoder_name, "size": size, "alpha": alpha, "epochs": epochs,
                  "patience": patience, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                  "seed": seed, "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
-                 "encoder_weights": None if encoder_weights is None else str(encoder_weights)}
+                 "encoder_weights": None if encoder_weights is None else str(encoder_weights),
+                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     seed_everything(seed)
@@ -236,7 +240,9 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
 
     options = dict(DEFAULT_MODEL_OPTIONS[model]) | dict(model_options or {})
     net = build_segmentation_model(model, encoder_name=encoder_name, encoder_weights=encoder_weights,
-                                   in_channels=1, classes=1, **options).to(dev)
+                                   in_channels=1, classes=1, **options)
+    init = initial_weights(net, init_checkpoint)
+    net = net.to(dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
     use_amp = dev.type == "cuda"
@@ -292,7 +298,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                    "best_epoch": int(best["epoch"]), "val_iou": float(best["iou"]), "val_dice": float(best["dice"])}
     model_path = save_checkpoint(out / MODEL_FILE, net.cpu(), ckpt_config, overwrite=True)
     data = {"train": {"images": len(train_ds)}, "val": {"images": len(val_ds)}}
-    config = {"arguments": arguments, "model_options": options, "device": str(dev), "amp": use_amp,
+    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev), "amp": use_amp,
               "normalisation": NORMALISATION, "resize": "plain (no letterbox)", "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),

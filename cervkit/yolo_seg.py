@@ -29,9 +29,10 @@ import pandas as pd
 
 from cervkit.cascade import CascadePrediction
 from cervkit.detector_train import (DEFAULT_AUGMENT, EMA_DECAY, EMA_TAU, QUICK_EPOCHS, QUICK_IMGSZ, _ema_callback,
-                                    _time_cap_callback, auto_device, read_results)
+                                    _time_cap_callback, auto_device, init_record, read_results)
 from cervkit.errors import CervkitInputError
 from cervkit.fileutil import atomic_write_bytes, check_writable
+from cervkit.finetune import init_record_callback
 from cervkit.image import Image
 from cervkit.instances import labels_from_instances, relabel_top_to_bottom
 from cervkit.yolo_env import amp_setting, import_ultralytics
@@ -164,10 +165,11 @@ def plot_seg_curves(table: pd.DataFrame, out_png: Path) -> Path:
 
 def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int = 200, patience: int = 20,
                    imgsz: int = 320, batch: int = 8, max_minutes: float | None = 15.0, seed: int = 0,
+                   weights: str | PathLike[str] | None = None,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
                    overrides: Mapping[str, Any] | None = None, ema: tuple[float, float] = (EMA_DECAY, EMA_TAU),
                    quick: bool | None = None, verbose: bool = False, overwrite: bool = False) -> YoloSegRun:
-    """Train YOLOv11n-seg from scratch on ``train``, validating (and early stopping) on ``val``.
+    """Train YOLOv11n-seg (from scratch or ``weights``) on ``train``, validating (and early stopping) on ``val``.
 
     Parameters
     ----------
@@ -177,6 +179,8 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
         The run folder; this writes ``run_dir/model/``.
     epochs, patience, imgsz, batch, max_minutes, seed, device, workers, augment, overrides, ema, verbose
         As in :func:`cervkit.detector.train_detector` (same defaults).
+    weights : str or PathLike, optional
+        A YOLO-seg ``.pt`` to fine-tune (see :mod:`cervkit.finetune`); default None: ``yolo11n-seg.yaml``.
     quick : bool, optional
         Quick mode (default :func:`cervkit.config.quick_mode`): the detector's quick epochs and image size.
     overwrite : bool
@@ -204,14 +208,18 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
         "batch": int(batch), "seed": int(seed), "deterministic": True, "device": dev, "workers": int(workers),
         "project": str(out.parent), "name": "yolo-seg", "save_dir": str(out), "exist_ok": True, "plots": False, "val": True,
         "amp": amp_setting("cpu" if dev == "cpu" else "cuda"), "verbose": verbose, "cache": "ram",
-        "nbs": int(batch), **aug, **dict(overrides or {})}
+        "nbs": int(batch), **{k: v for k, v in aug.items() if k != "intensity"},  # not an ultralytics argument
+        **dict(overrides or {})}
     from ultralytics.utils import LOGGER
 
     level = LOGGER.level
     if not verbose:
         LOGGER.setLevel(40)
-    model = ul.YOLO(MODEL_YAML)  # save_dir above: ultralytics renames a run called "model" after the yaml
+    # save_dir above: ultralytics renames a run called "model" after the yaml
+    model = ul.YOLO(str(weights) if weights is not None else MODEL_YAML)
     model.add_callback("on_train_start", _ema_callback(ema[0], ema[1]))
+    init = init_record(weights)
+    model.add_callback("on_train_start", init_record_callback(init))
     if max_minutes:
         model.add_callback("on_fit_epoch_end", _time_cap_callback(float(max_minutes) * 60.0))
     start = time.perf_counter()
@@ -229,8 +237,10 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
     config = {"arguments": {"manifest": str(getattr(manifest, "path", manifest)), "run_dir": str(run_dir),
                             "epochs": epochs, "patience": patience, "imgsz": imgsz, "batch": batch,
                             "max_minutes": max_minutes, "seed": seed, "device": dev, "workers": workers,
-                            "quick": quick, "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
-              "model": MODEL_YAML, "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
+                            "weights": None if weights is None else str(weights), "quick": quick, "augment": aug,
+                            "overrides": dict(overrides or {}), "ema": list(ema)},
+              "model": MODEL_YAML, "init": init,
+              "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
               "versions": versions(), "result": {"epochs_run": int(len(table)), "best_epoch": best_epoch,
                                                  "seconds": round(seconds, 2), "metrics": metrics}}
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),
