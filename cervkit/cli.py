@@ -59,8 +59,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
                     seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite,
-                    detector_classes=args.detector_classes)
-    print(f"trained {args.model}: {run}")
+                    detector_classes=args.detector_classes, resume=args.resume)
+    from cervkit.runs import read_run_info
+
+    model = read_run_info(run)["model"]
+    print(f"fine-tuned {model} from {args.resume}: {run}" if args.resume else f"trained {model}: {run}")
     return 0
 
 
@@ -69,25 +72,65 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cervkit.runs import load_predictor
 
     predictor = load_predictor(Path(args.model), device=args.device)
-    table = predict_files(predictor, args.inputs, Path(args.out), overwrite=args.overwrite)
+    table = predict_files(predictor, args.inputs, Path(args.out), overwrite=args.overwrite, resume=args.resume,
+                          names=args.names, modality=args.modality, keep_identifiers=args.keep_identifiers,
+                          run=args.model, salt=args.salt)
     failed = int((table["status"] != "ok").sum())
     ok = table[table["status"] == "ok"]
     mean = f", {ok['seconds'].mean():.3f} s/image" if len(ok) else ""
-    print(f"{len(ok)} predicted, {failed} failed{mean}; outputs in {args.out}")
+    print(f"{len(ok)} predicted, {failed} failed{mean}; outputs in {args.out}, "
+          f"least confident first in {Path(args.out) / 'queue.csv'}")
     return 1 if failed or table.empty else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from cervkit.evaluate import evaluate_predictor, write_evaluation
+    from cervkit.evaluate import evaluate_run, write_evaluation
+    from cervkit.fileutil import check_writable
     from cervkit.manifest import load_manifest
-    from cervkit.runs import load_predictor
 
-    manifest = load_manifest(Path(args.manifest))
-    evaluation = evaluate_predictor(load_predictor(Path(args.model), device=args.device), manifest,
-                                    split=args.split)
+    for name in ("images.csv", "vertebrae.csv", "summary.csv", "evaluation.json"):
+        check_writable(Path(args.out) / name, args.overwrite)  # before the (long) evaluation
+    evaluation = evaluate_run(Path(args.model), load_manifest(Path(args.manifest)), split=args.split,
+                              device=args.device, dataset=args.dataset)
     out = write_evaluation(evaluation, Path(args.out), overwrite=args.overwrite)
     print(evaluation.summary.to_string(index=False))
     print(f"{len(evaluation.images)} images evaluated; tables in {out}")
+    return 0
+
+
+def _named_folders(items: list[str]) -> dict:
+    """``MODEL[@DATASET]=DIR`` arguments → {model or (model, dataset): DIR}."""
+    out: dict = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise CervkitInputError(f"expected MODEL=EVALDIR or MODEL@DATASET=EVALDIR, got {item!r}")
+        model, at, dataset = name.partition("@")
+        out[(model, dataset) if at else model] = Path(folder)
+    return out
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from cervkit.compare import format_table2, table2, write_comparison
+
+    evaluations = _named_folders(args.evaluations)
+    written = write_comparison(evaluations, Path(args.out), reference=args.reference,
+                               figures=not args.no_figures, figure5_kwargs={"device": args.device},
+                               overwrite=args.overwrite)
+    print(format_table2(table2(evaluations)).to_string(index=False))
+    print(f"wrote {', '.join(sorted(written))} in {args.out}")
+    return 0
+
+
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from cervkit.crossval import cross_validate
+
+    result = cross_validate(Path(args.manifest), Path(args.out), model=args.model, k=args.k, seed=args.seed,
+                            quick=True if args.quick else None, device=args.device, imgsz=args.imgsz,
+                            overwrite=args.overwrite)
+    print(result.folds.drop(columns=["run"]).to_string(index=False))
+    print(result.summary.to_string(index=False))
+    print(f"{args.k} folds; tables in {result.out}")
     return 0
 
 
@@ -102,6 +145,27 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     print(f"{len(ok)} measured ({int(ok['levels_unsure'].astype(bool).sum())} with levels unsure), "
           f"{batch.n_failed} failed; {batch.summary_path}, {batch.vertebrae_path}")
     return 1 if batch.n_failed or batch.summary.empty else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cervkit.export import export_all, export_stem
+    from cervkit.io import read_image, read_mask
+    from cervkit.nifti import is_nifti_path, read_nifti_spacing
+    from cervkit.privacy import is_dicom_path
+
+    labels = read_mask(args.mask)
+    image = read_image(args.image) if args.image else None
+    spacing = tuple(args.spacing_mm) if args.spacing_mm else None
+    if spacing is None and image is None and is_nifti_path(Path(args.mask)):
+        spacing = read_nifti_spacing(args.mask)
+    stem = args.stem or (export_stem(manifest_id=args.manifest_id) if args.manifest_id else None)
+    written = export_all(labels, image, Path(args.out), stem, spacing_mm=spacing,
+                         source_dicom=args.image if args.image and is_dicom_path(args.image) else None,
+                         level_names=dict(enumerate(args.levels, start=1)) if args.levels else None,
+                         formats=args.formats, keep_identifiers=args.keep_identifiers, overwrite=args.overwrite)
+    for fmt, path in written.items():
+        print(f"{fmt}: {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model into a run folder")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="the run folder")
-    p.add_argument("--model", default="yolo-unet",
-                   choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"])
+    p.add_argument("--model", choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"],
+                   help="default yolo-unet; with --resume the resumed run's model")
     p.add_argument("--quick", action="store_true", help="quick mode (also CERVKIT_QUICK=1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imgsz", type=int, help="detector image size")
@@ -134,13 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector-classes", default="auto", choices=["auto", "levels", "single"],
                    help="cascade detector: one class per level (auto when every mask has the same levels) "
                         "or the paper's single 'vertebra' class")
+    p.add_argument("--resume", metavar="RUN",
+                   help="fine-tune: a new run (--out) starting from RUN's weights, classes and sizes, with a smaller "
+                        "learning rate and epoch budget; RUN is not changed")
     p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("predict", help="segment images (files or folders) with a trained run")
     p.add_argument("--model", required=True, help="the run folder")
     p.add_argument("--out", required=True)
     p.add_argument("--device")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true", help="start afresh, replacing existing outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the batch in --out: skip inputs already done, redo failed ones")
+    p.add_argument("--names", choices=["auto", "stem", "hash"], default="auto",
+                   help="output file names: input stem, hash of the input path, or auto (hash for DICOM inputs)")
+    p.add_argument("--modality", choices=["XR", "MRI"],
+                   help="for inputs whose header does not say (default: the run's training modality, else XR)")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="write raw DICOM patient IDs instead of pseudonyms (p-<hash>)")
+    p.add_argument("--salt", help="secret mixed into the pseudonyms (default: $CERVKIT_PSEUDONYM_SALT)")
     p.add_argument("inputs", nargs="+", help="DICOM, PNG, JPG or TIFF files, or folders")
     p.set_defaults(handler=_cmd_predict)
 
@@ -150,8 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to evaluate (every row when the manifest has none)")
     p.add_argument("--out", required=True)
     p.add_argument("--device")
+    p.add_argument("--dataset", help="data set name recorded for `compare` (default: the manifest's folder name)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="Table 2, paired Wilcoxon tests, box plots and Figure 5 from evaluations")
+    p.add_argument("--out", required=True, help="folder for table2.csv, paired.csv and the figures")
+    p.add_argument("--reference", default="yolo-unet", help="model the others are tested against")
+    p.add_argument("--device", help="for Figure 5's predictions (cpu or cuda)")
+    p.add_argument("--no-figures", action="store_true", help="tables only (Figure 5 needs the runs)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("evaluations", nargs="+", metavar="MODEL[@DATASET]=EVALDIR",
+                   help="evaluation folders written by `evaluate`; data sets are never pooled")
+    p.set_defaults(handler=_cmd_compare)
+
+    p = sub.add_parser("crossval", help="k-fold cross-validation by patient: a run per fold, tested on its fold")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="folder for the fold runs, folds.csv and summary.csv")
+    p.add_argument("--model", default="yolo-unet",
+                   choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"])
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="quick mode (also CERVKIT_QUICK=1)")
+    p.add_argument("--imgsz", type=int)
+    p.add_argument("--device")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=_cmd_crossval)
 
     p = sub.add_parser("phantoms", help="write a synthetic phantom dataset with a manifest")
     p.add_argument("--out", required=True)
@@ -183,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing CSV files")
     p.add_argument("masks", nargs="+", help="label maps: PNG, TIFF or NIfTI")
     p.set_defaults(handler=_cmd_measure)
+
+    p = sub.add_parser("export", help="label PNG, overlay, NIfTI, DICOM SEG and measurements of one label map")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mask", required=True, help="label map (PNG, TIFF or NIfTI): 1..K top to bottom")
+    p.add_argument("--image", help="the image the mask belongs to; a DICOM image is also the SEG's source")
+    p.add_argument("--stem", help="file-name stem (default: a pseudonym of the image)")
+    p.add_argument("--manifest-id", help="use this manifest ID as the stem")
+    p.add_argument("--levels", nargs="+", help="level names of labels 1..K, e.g. C2 C3 C4 C5 C6 C7")
+    p.add_argument("--formats", nargs="+", choices=["label_png", "overlay_png", "nifti", "dicom_seg", "measurements"],
+                   help="default: every format the inputs allow")
+    p.add_argument("--spacing-mm", nargs=2, type=float, metavar=("ROW", "COL"),
+                   help="pixel spacing (default: the image's, else the NIfTI mask's)")
+    p.add_argument("--keep-identifiers", action="store_true", help="keep patient name/ID in the DICOM SEG")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(handler=_cmd_export)
     return parser
 
 
