@@ -1,7 +1,7 @@
-"""Fixtures for the real-browser editor tests: a private JupyterLab server and Debian's Chromium.
+"""Fixtures for the real-browser editor tests: private JupyterLab and Notebook 7 servers, Debian's Chromium.
 
 The tests skip (with the reason) only when ``/usr/bin/chromium`` is absent; CI installs it with
-``apt-get install -y chromium``. Nothing here touches the network: the server listens on 127.0.0.1,
+``apt-get install -y chromium``. Nothing here touches the network: the servers listen on 127.0.0.1,
 news and update checks are off, and Playwright drives the system Chromium (``playwright install``
 is never needed).
 """
@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,51 @@ def _write_settings(settings: Path) -> None:
     folder = settings / "@jupyterlab" / "notebook-extension"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+
+
+def _kernel_env(base: Path, config: Path, runtime: Path) -> dict[str, str]:
+    """The server's environment: private Jupyter dirs; kernels in quick mode, writing under ``base``."""
+    return dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
+                IPYTHONDIR=str(base / "ipython"), JUPYTER_PLATFORM_DIRS="1", CERVKIT_QUICK="1",
+                CERVKIT_OUTPUTS=str(base / "outputs"), OMP_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+
+
+@contextmanager
+def _running_server(cmd: list[str], env: dict[str, str], base: Path, port: int, token: str,
+                    name: str) -> Iterator[str]:
+    """Run a Jupyter server (``cmd``, root ``base/root``, log ``base/server.log``) until its API answers.
+
+    Yields the server's URL; terminates it (kills it after 15 s) when the block ends.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd = [*cmd, "--allow-root"]  # containers and CI runners often run as root
+    log = (base / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base / "root")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{(base / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{(base / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -85,48 +131,52 @@ def lab_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
         folder.mkdir()
     _write_settings(settings)
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
-               IPYTHONDIR=str(base / "ipython"), JUPYTER_PLATFORM_DIRS="1", CERVKIT_QUICK="1",
-               CERVKIT_OUTPUTS=str(base / "outputs"), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = _kernel_env(base, config, runtime)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
            "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={settings}",
            f"--LabApp.workspaces_dir={workspaces}", "--ServerApp.open_browser=False"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")  # containers and CI runners often run as root
-    log = (base / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited early:\n{(base / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start:\n{(base / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+    with _running_server(cmd, env, base, port, token, "JupyterLab") as url:
         yield {"url": url, "token": token, "root": root, "outputs": base / "outputs", "log": base / "server.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")
-def browser_context(lab_server: dict, chromium_path: Path, chromium_args: list[str],
+def notebook7_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Start Jupyter Notebook 7 (``python -m notebook``) like :func:`lab_server`; stop it after.
+
+    Same private dirs, token, offline settings and kernel environment as ``lab_server``; the
+    notebook's own page is ``/notebooks/<path>``.
+
+    Yields
+    ------
+    dict
+        ``url``, ``token``, ``root``, ``outputs``, ``log`` (as ``lab_server``).
+    """
+    pytest.importorskip("notebook", minversion="7", reason="Jupyter Notebook 7 is not installed")
+    base = tmp_path_factory.mktemp("nb7")
+    root, config, runtime, settings, workspaces = (base / n for n in
+                                                   ("root", "config", "runtime", "settings", "workspaces"))
+    for folder in (root, config, runtime, settings, workspaces):
+        folder.mkdir()
+    _write_settings(settings)
+    port, token = _free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "notebook", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", f"--JupyterNotebookApp.user_settings_dir={settings}",
+           f"--JupyterNotebookApp.workspaces_dir={workspaces}",
+           # JupyterLab's server extension loads too: keep its news and update checks off as well
+           "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={settings}",
+           f"--LabApp.workspaces_dir={workspaces}", "--ServerApp.open_browser=False"]
+    with _running_server(cmd, _kernel_env(base, config, runtime), base, port, token, "Jupyter Notebook") as url:
+        yield {"url": url, "token": token, "root": root, "outputs": base / "outputs", "log": base / "server.log"}
+
+
+@pytest.fixture(scope="session")
+def browser_context(chromium_path: Path, chromium_args: list[str],
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One headless Chromium (Playwright, persistent profile in a temp folder) for the whole session."""
     from playwright.sync_api import sync_playwright
@@ -161,6 +211,32 @@ def open_notebook(lab_server: dict, browser_context: Any, request: pytest.Fixtur
         return editor
 
     yield _open
+    _close_pages(pages, request, tmp_path, lab_server)
+
+
+@pytest.fixture()
+def open_notebook7(notebook7_server: dict, browser_context: Any, request: pytest.FixtureRequest,
+                   tmp_path: Path) -> Iterator[Callable[[str], EditorPage]]:
+    """Factory: ``open_notebook7(relative_path)`` opens a notebook in Notebook 7's own page (``/notebooks/``).
+
+    On a failure the page's screenshot goes to the test's tmp folder and ``outputs/browser/``.
+    """
+    pages: list[EditorPage] = []
+
+    def _open(rel: str) -> EditorPage:
+        page = browser_context.new_page()
+        editor = EditorPage(page, Path(notebook7_server["root"]))
+        pages.append(editor)
+        page.goto(f"{notebook7_server['url']}/notebooks/{rel}?token={notebook7_server['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        return editor
+
+    yield _open
+    _close_pages(pages, request, tmp_path, notebook7_server)
+
+
+def _close_pages(pages: list[EditorPage], request: pytest.FixtureRequest, tmp_path: Path, server: dict) -> None:
+    """Close the test's tabs (screenshot + console first if the test failed) and stop the server's kernels."""
     failed = getattr(request.node, "rep_call", None)
     for editor in pages:
         if failed is not None and failed.failed:
@@ -174,7 +250,7 @@ def open_notebook(lab_server: dict, browser_context: Any, request: pytest.Fixtur
             editor.page.close()
         except Exception:  # already closed by a crash
             pass
-    _stop_kernels(lab_server)
+    _stop_kernels(server)
 
 
 def _stop_kernels(lab_server: dict) -> None:

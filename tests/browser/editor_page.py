@@ -1,4 +1,4 @@
-"""Drive the mask editor in a JupyterLab tab (Playwright page) with real input events; read the kernel's map.
+"""Drive the mask editor in a JupyterLab or Notebook 7 page (Playwright) with real input events; read the kernel map.
 
 Used by ``conftest.py`` and ``test_editor_browser.py`` (imported by name: pytest puts this folder on
 ``sys.path``, the folder has no ``__init__``).
@@ -14,6 +14,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 _ERROR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']:has(.ansi-red-fg, .ansi-red-intense-fg)"
 """A traceback (IPython colours the exception name red)."""
+NOTEBOOK7_IDLE = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
+"""Notebook 7's toolbar kernel indicator once the kernel is idle (``run_all(idle_selector=...)``)."""
 
 
 class EditorPage:
@@ -31,10 +33,17 @@ class EditorPage:
         page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
 
     # ---------------------------------------------------------------- notebook
-    def run_all(self, timeout_s: float = 120) -> None:
-        """Run → Run All Cells from the menu bar; return when every code cell has run (a number in its prompt)."""
+    def run_all(self, timeout_s: float = 120, idle_selector: str | None = None) -> None:
+        """Run → Run All Cells from the menu bar; return when every code cell has run (a number in its prompt).
+
+        First waits for the kernel to be idle: JupyterLab's status bar text by default, or the element
+        ``idle_selector`` (Notebook 7 has no status bar: :data:`NOTEBOOK7_IDLE`).
+        """
         page = self.page
-        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
+        if idle_selector is None:
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
+        else:
+            page.wait_for_selector(idle_selector, timeout=60_000)
         for _attempt in range(3):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
