@@ -236,7 +236,8 @@ def figure5(evaluations: Mapping[Key, Source], chosen: pd.DataFrame | None = Non
         show_overlay(axes[i, 1], image, truth, title=f"ground truth ({int(truth.max())} bodies)")
         for j, r in enumerate(members, start=2):
             labels = predictions[r.model][i]
-            found = "nothing found" if not np.any(labels) else f"{int(labels.max())} bodies"
+            n_found = int(labels.max()) if np.any(labels) else 0
+            found = "nothing found" if not n_found else f"{n_found} bod{'y' if n_found == 1 else 'ies'}"
             show_overlay(axes[i, j], image, labels,
                          title=f"{r.model}\n{LABELS.get(metric, metric)} {values[r.model][row['image']]:.3f}, {found}")
     fig.suptitle(f"{dataset}: input, ground truth and each model's prediction", fontsize=10)
