@@ -16,6 +16,7 @@ from skimage.io import imread
 from skimage.segmentation import find_boundaries
 from scipy import ndimage
 
+from cervkit.bodies import body_stats, dens_offset
 from cervkit.errors import CervkitInputError
 from cervkit.levels import CERVICAL_LEVELS, LevelAssignment, assign_levels
 from cervkit.measure import CORNERS, cobb_angle_deg, measure_spine, measure_vertebrae
@@ -90,7 +91,10 @@ def test_drawn_column_corners_cobb_and_side(side: str) -> None:
     spine = measure_spine(labels)
     assert list(table["level"]) == list(CERVICAL_LEVELS)
     assert not spine["levels_unsure"]
-    assert spine["anterior_side"] == side and spine["anterior_side_source"] == "curve"
+    assert spine["anterior_side"] == side and spine["anterior_side_source"] == "dens"
+    assert not any("kyphotic" in r for r in spine["reasons"])  # the curve agrees with the dens
+    no_dens = measure_spine(_column(side, dens=False)[0])
+    assert no_dens["anterior_side"] == side and no_dens["anterior_side_source"] == "curve"
     assert _corner_errors(table, corners).max() <= 1.0  # spec: ~1.5 px; measured 0.67
     expected = (_tilt(corners[0]["anterior_inferior"], corners[0]["posterior_inferior"], side)
                 - _tilt(corners[5]["anterior_inferior"], corners[5]["posterior_inferior"], side))
@@ -142,12 +146,29 @@ def test_kyphotic_column_with_given_anterior_side() -> None:
     assert spine["anterior_side_source"] == "argument"
     assert spine["c2c7_cobb_deg"] == pytest.approx(expected, abs=1.0)
     assert any("kyphotic" in r for r in spine["reasons"])
-    # from the curve alone a kyphotic column is read as a lordotic one facing the other way
-    assert measure_spine(labels)["anterior_side"] == "left"
+    # without the argument, C2's dens (leaning posterior) tells the side against the curve
+    auto = measure_spine(labels)
+    assert auto["anterior_side"] == "right" and auto["anterior_side_source"] == "dens"
+    assert auto["c2c7_cobb_deg"] == pytest.approx(expected, abs=1.0)
+    assert any("kyphotic" in r for r in auto["reasons"])
+    # from the curve alone (no dens) a kyphotic column is read as a lordotic one facing the other way
+    no_dens, _ = _column("right", kyphotic=True, total_deg=20.0, dens=False)
+    assert measure_spine(no_dens)["anterior_side"] == "left"
 
 
-def test_straight_column_falls_back_to_left_and_says_so() -> None:
-    labels, _ = _column("right", total_deg=0.5)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_straight_column_side_from_the_dens(side: str) -> None:
+    labels, _ = _column(side, total_deg=0.5)
+    offset = dens_offset(body_stats(labels)[0])
+    assert offset is not None and (offset > 0) == (side == "left")  # the peg is drawn posterior
+    assert abs(offset) >= 0.02
+    spine = measure_spine(labels)
+    assert spine["anterior_side"] == side and spine["anterior_side_source"] == "dens"
+    assert dens_offset(body_stats(labels)[1]) is None  # C3 has no dens
+
+
+def test_straight_column_without_dens_falls_back_to_left_and_says_so() -> None:
+    labels, _ = _column("right", total_deg=0.5, dens=False)
     spine = measure_spine(labels)
     assert spine["anterior_side"] == "left" and spine["anterior_side_source"] == "default"
     assert any("anterior side" in r for r in spine["reasons"])
@@ -214,14 +235,20 @@ def test_unnamed_levels_and_bad_input() -> None:
 def test_synthetic_phantoms_cobb_and_levels() -> None:
     synth = pytest.importorskip("cervkit.synth", reason="cervkit.synth (phantom generator) not importable")
     cobb_err, level_hits, side_hits, corner_err = [], 0, 0, []
-    n = 40  # both styles; spacing ~0.3 mm, endplates ~45 px long
-    for seed in range(n):
+    # both styles; spacing ~0.3 mm, endplates ~45 px long. Seeds 36 and 175 are nearly straight
+    # columns facing right, which the centroid curve alone read as facing left (Cobb sign flipped).
+    # Seed 351's Cobb error was 1.40° with the middle 84 % of each endplate refined (too few
+    # pixels pin a concave endplate's tilt); seed 102's C7 has corner pixels in the middle 94 %,
+    # where refining that span alone fails (1.38°) unless the 84 % span is tried next.
+    seeds = [*range(24), 36, 175, 102, 351]
+    n = len(seeds)
+    for seed in seeds:
         ph = synth.make_phantom("xray" if seed % 2 else "mri", seed=seed, size=(512, 512))
         geo = ph.geometry
         truth = {v: k for k, v in geo["label_of_level"].items()}
         level_hits += assign_levels(ph.labels, spacing_mm=ph.spacing_mm).levels == truth
-        side_hits += measure_spine(ph.labels, ph.spacing_mm)["anterior_side"] == geo["anterior_side"]
-        spine = measure_spine(ph.labels, ph.spacing_mm, anterior_side=geo["anterior_side"])
+        spine = measure_spine(ph.labels, ph.spacing_mm)  # anterior side decided, not given
+        side_hits += spine["anterior_side"] == geo["anterior_side"]
         cobb_err.append(spine["c2c7_cobb_deg"] - geo["c2c7_cobb_deg"])
         for row in spine["vertebrae"]:
             want = geo["vertebrae"][row["level"]]["corners"]
@@ -229,10 +256,10 @@ def test_synthetic_phantoms_cobb_and_levels() -> None:
                            for k in CORNERS]
     err = np.abs(cobb_err)
     print(f"phantoms: |cobb error| mean {err.mean():.2f} max {err.max():.2f} deg; levels "
-          f"{level_hits}/{n}; anterior side from the curve {side_hits}/{n}; corners mean "
+          f"{level_hits}/{n}; anterior side {side_hits}/{n}; corners mean "
           f"{np.mean(corner_err):.2f} p95 {np.percentile(corner_err, 95):.2f} px")
     assert err.mean() <= 0.4 and err.max() <= 1.0  # the issue's accuracy requirement
-    assert level_hits == n
+    assert level_hits == n and side_hits == n
     assert np.percentile(corner_err, 95) <= 2.0
 
 
