@@ -42,7 +42,7 @@ _RIM_QUANTILE = 0.9
 _BAND = 1.5          # pixels beyond the side's outline points searched by the refinement
 _MAX_VIOLATION = 0.5  # pixels a refined curve may miss a pixel centre by before it is rejected
 _REFINE_PASSES = 2
-_REFINE_TRIM = 0.08
+_REFINE_TRIMS = (0.03, 0.08)  # ends of a side left out of the refinement (rounded corners), tried in turn
 _MAX_TURN_DEG = 5.0   # degrees a refined line may turn from the outline fit before it is rejected
 
 
@@ -131,14 +131,20 @@ def _refine_side(mask: np.ndarray, sp: tuple[float, float], p0: np.ndarray, p1: 
 
     In the frame of the current corner-to-corner segment ``p0``→``p1`` (``s`` from -1 to 1
     between the corners, ``t`` along ``outward``), every curve ``t = a + b s + c s²`` that puts
-    the body's pixel centres inside and the background's outside (over the middle 84 % of the
+    the body's pixel centres inside and the background's outside (over the middle 94 % of the
     side) is consistent with the mask; they form a polytope in (a, b, c), and its centroid is
     taken (the mean under a flat prior). A pixelated edge pins the true edge between the last
     inside and first outside pixel centre of every column, so this uses the staircase's risers
     instead of averaging its steps (a plain outline fit can tilt by up to ~1.3° on a nearly
     horizontal edge of 45 px). The rim line is the chord of the curve between the corners (through
-    both rims of a concave endplate). None when no such curve exists (an irregular edge: the
-    outline fit is kept) or when it turns more than 5° from the segment.
+    both rims of a concave endplate). A binary mask leaves a concave edge's tilt uncertain (the
+    consistent quadratics of a 40-px phantom endplate can span 1.7° of tilt); the pixels nearest
+    the corners narrow that range: keeping 94 % of the side instead of 84 % cut the largest tilt
+    error over 220 phantom endplates (true corners) from 0.92° to 0.69°. A rounded corner (radius
+    ~1.5 px, ~3.5 % of the side) mostly lies outside that span; when a corner estimate off along
+    the side lets its pixels in (no consistent curve), the middle 84 % is tried. None when no
+    such curve exists (an irregular edge: the outline fit is kept) or when it turns more than 5°
+    from the segment.
     """
     u = p1 - p0
     length = float(np.hypot(*u))
@@ -157,18 +163,22 @@ def _refine_side(mask: np.ndarray, sp: tuple[float, float], p0: np.ndarray, p1: 
         return None
     rr, cc = np.mgrid[r0:r1, c0:c1]
     rel = np.column_stack([cc.ravel() * sp[1], rr.ravel() * sp[0]]) - p0
-    lam, t = rel @ e / length, rel @ n
-    sel = (lam >= _REFINE_TRIM) & (lam <= 1 - _REFINE_TRIM) & (t >= t_lo) & (t <= t_hi)
-    inside = mask[r0:r1, c0:c1].ravel()[sel]
-    if inside.sum() < 5 or (~inside).sum() < 5:
-        return None
-    s, t = 2 * lam[sel] - 1, t[sel]
-    sign = np.where(inside, -1.0, 1.0)  # inside: t <= f(s); outside: t >= f(s)
-    a_ub = sign[:, None] * np.column_stack([np.ones_like(s), s, s * s])
-    b_ub = sign * t
-    box = 10.0 * pix * np.vstack([np.eye(3), -np.eye(3)])  # |a|, |b|, |c| <= 10 px
-    a_ub, b_ub = np.vstack([a_ub, box / (10.0 * pix)]), np.concatenate([b_ub, np.full(6, 10.0 * pix)])
-    theta = _polytope_centroid(a_ub, b_ub, min_radius=0.01 * min(sp))
+    lam, t_all = rel @ e / length, rel @ n
+    theta = None
+    for trim in _REFINE_TRIMS:  # a corner estimate off along the side can bring rounded-corner pixels in
+        sel = (lam >= trim) & (lam <= 1 - trim) & (t_all >= t_lo) & (t_all <= t_hi)
+        inside = mask[r0:r1, c0:c1].ravel()[sel]
+        if inside.sum() < 5 or (~inside).sum() < 5:
+            return None
+        s, t = 2 * lam[sel] - 1, t_all[sel]
+        sign = np.where(inside, -1.0, 1.0)  # inside: t <= f(s); outside: t >= f(s)
+        a_ub = sign[:, None] * np.column_stack([np.ones_like(s), s, s * s])
+        b_ub = sign * t
+        box = np.vstack([np.eye(3), -np.eye(3)])  # |a|, |b|, |c| <= 10 px
+        a_ub, b_ub = np.vstack([a_ub, box]), np.concatenate([b_ub, np.full(6, 10.0 * pix)])
+        theta = _polytope_centroid(a_ub, b_ub, min_radius=0.01 * min(sp))
+        if theta is not None:
+            break
     if theta is None:
         return None
     a, b, c = theta

@@ -1,0 +1,235 @@
+"""Issue 6's level naming, measured on X-ray-style phantoms with known levels (C7 occluded or not).
+
+Trains a YOLO-UNet cascade with the per-level detector (classes C2…C7) on X-ray phantoms, about
+30 % of them with the shoulders over C7 (unless ``--run`` points at an existing run), then
+predicts held-out phantoms (half with ``occlude=True``) and names the predicted bodies three ways:
+
+* ``detector``: the per-level detector's class of each kept box, as it is;
+* ``detector+order``: :func:`cervkit.levels.assign_levels` with those classes (a majority vote
+  fixed against the order and spacing of the bodies);
+* ``anatomy``: :func:`cervkit.levels.assign_levels` from order and anatomy alone (dens, tallest
+  body, spacing gaps).
+
+Per level C2…C7, a name is right when the predicted body carrying it overlaps the true body of
+that level with IoU >= 0.5. Per image, when the predicted bodies do not match the true ones one
+to one (a level not detected, an extra body), the naming is *flagged correctly* when it says so
+(``unsure``, or for ``detector`` a missing class) and every body that was found keeps its true
+name (nothing shifted); a complete image flagged anyway is a false alarm. ``gt_minus_c7`` repeats
+the anatomy naming on the true label maps with C7 erased, and ``pred_minus_bottom/*`` the three
+namings on the prediction with its bottom body dropped (a C7 that was never detected).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_levels.py --out outputs/runs/phantom_levels --minutes 5
+    # continue a detector that had too few epochs (5 min on a shared CPU: 18 epochs, mAP50 0.03)
+    OMP_NUM_THREADS=1 python benchmarks/bench_levels.py --overwrite --detector-weights W.pt --detector-minutes 10
+    python benchmarks/bench_levels.py --run outputs/runs/phantom_levels      # evaluate an existing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LEVELS = ("C2", "C3", "C4", "C5", "C6", "C7")
+METHODS = ("detector", "detector+order", "anatomy")
+
+
+def detector_names(classes: np.ndarray, names: Mapping[int, str]) -> tuple[dict[int, str], bool]:
+    """Name label k+1 by the detector class of box k; unsure when a level is missing or doubled.
+
+    Parameters
+    ----------
+    classes : numpy.ndarray
+        (K,) class ids of the kept boxes (row k ↔ label k + 1).
+    names : mapping of int to str
+        Class id → level name.
+
+    Returns
+    -------
+    (levels, unsure)
+        Label → name, and whether the set of names differs from C2…C7.
+    """
+    levels = {k + 1: str(names[int(c)]) for k, c in enumerate(classes)}
+    values = list(levels.values())
+    return levels, len(values) != len(set(values)) or set(values) != set(LEVELS)
+
+
+def score(levels: Mapping[int, str], unsure: bool, pred: np.ndarray, gt: np.ndarray,
+          gt_level: Mapping[int, str]) -> dict[str, Any]:
+    """Per-level correctness and the missing/extra flag of one naming.
+
+    Parameters
+    ----------
+    levels : mapping of int to str
+        Predicted label → level name.
+    unsure : bool
+        Whether the naming says something is off.
+    pred, gt : numpy.ndarray
+        Predicted and true label maps.
+    gt_level : mapping of int to str
+        True label → level name.
+
+    Returns
+    -------
+    dict
+        ``correct`` (level → bool, for the levels present in ``gt``), ``complete`` (found bodies
+        match the true ones one to one), ``shifted`` (a found body carries a wrong name),
+        ``flagged`` (``unsure``), ``missed`` (the true levels no predicted body matches).
+    """
+    from cervkit.matching import match_instances
+
+    match = match_instances(pred, gt, 0.5)
+    true_of_pred = {m.pred_label: gt_level[m.gt_label] for m in match.matches}
+    correct = {}
+    for g, name in gt_level.items():
+        if not (gt == g).any():
+            continue
+        carriers = [p for p, n in levels.items() if n == name]
+        correct[name] = any(true_of_pred.get(p) == name for p in carriers) and len(carriers) == 1
+    shifted = any(levels.get(p) not in (None, name) for p, name in true_of_pred.items())
+    complete = not match.missed and not match.extra
+    missed = sorted(gt_level[g] for g in match.missed)
+    return {"correct": correct, "complete": complete, "shifted": shifted, "flagged": bool(unsure),
+            "missed": missed}
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-level accuracy and flag rates over a list of :func:`score` results.
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`score` outputs.
+
+    Returns
+    -------
+    dict
+        ``images``, per-level accuracy, all-levels-right rate, incomplete images and how many were
+        flagged correctly (flagged and nothing shifted), false alarms on complete images, and
+        the same for the images whose C7 was not detected.
+    """
+    out: dict[str, Any] = {"images": len(records)}
+    for name in LEVELS:
+        vals = [r["correct"][name] for r in records if name in r["correct"]]
+        out[name] = round(float(np.mean(vals)), 3) if vals else None
+    out["all_levels_right"] = round(float(np.mean([all(r["correct"].values()) for r in records])), 3)
+    bad = [r for r in records if not r["complete"]]
+    good = [r for r in records if r["complete"]]
+    out["incomplete"] = len(bad)
+    out["incomplete_flagged_not_shifted"] = sum(r["flagged"] and not r["shifted"] for r in bad)
+    out["incomplete_shifted"] = sum(r["shifted"] for r in bad)
+    out["complete_false_alarms"] = sum(r["flagged"] for r in good)
+    no_c7 = [r for r in records if "C7" in r["missed"]]
+    out["c7_not_detected"] = len(no_c7)
+    out["c7_not_detected_flagged_not_shifted"] = sum(r["flagged"] and not r["shifted"] for r in no_c7)
+    out["c7_not_detected_shifted"] = sum(r["shifted"] for r in no_c7)
+    return out
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Write the X-ray phantom training set and train the per-level cascade into ``args.out``."""
+    from cervkit.synth_dataset import write_phantom_dataset
+    from cervkit.train import train_run
+
+    data = Path(args.data)
+    manifest = data / "manifest.csv"
+    if not manifest.is_file():
+        write_phantom_dataset(data, args.n_train, style="xray", seed=args.seed, size=(args.size, args.size))
+    det: dict[str, Any] = {"max_minutes": args.detector_minutes or args.minutes}
+    if args.detector_weights:
+        det["weights"] = args.detector_weights
+    if args.no_mosaic:  # a mosaic tile puts bodies out of their column: harder to name by level
+        det["augment"] = {"mosaic": 0.0, "close_mosaic": 0}
+    return train_run(manifest, args.out, quick=False, seed=args.seed, overwrite=args.overwrite,
+                     detector_classes="levels", detector_options=det,
+                     segmenter_options={"max_minutes": args.minutes})
+
+
+def evaluate(run: Path, n_test: int, size: int, seed0: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Predict held-out phantoms (even index: C7 occluded) and score every naming method."""
+    from cervkit.levels import assign_levels
+    from cervkit.runs import load_predictor
+    from cervkit.synth import make_phantom
+
+    predictor = load_predictor(run, device="cpu")
+    names = predictor.detector.names
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    rows = []
+    for i in range(n_test):
+        ph = make_phantom("xray", seed=seed0 + i, size=(size, size), occlude=i % 2 == 0)
+        group = "occluded_c7" if "C7" in ph.geometry["occluded_levels"] else "normal"
+        gt_level = {int(v["label"]): lv for lv, v in ph.geometry["vertebrae"].items()}
+        pred = predictor.predict(ph.as_image())
+        det_levels, det_unsure = detector_names(pred.classes, names)
+        voted = assign_levels(pred.labels, classes=det_levels, spacing_mm=ph.spacing_mm)
+        anat = assign_levels(pred.labels, spacing_mm=ph.spacing_mm)
+        gt_cut = np.where(ph.labels == gt_level_inv(gt_level)["C7"], 0, ph.labels).astype(np.uint8)
+        cut = assign_levels(gt_cut, spacing_mm=ph.spacing_mm)
+        # the prediction with its bottom body dropped: a C7 the cascade did not find
+        bottom = int(pred.labels.max())
+        p_cut = np.where(pred.labels == bottom, 0, pred.labels).astype(np.uint8)
+        d_cut = {k: v for k, v in det_levels.items() if k != bottom}
+        d_cut_unsure = detector_names(np.asarray(pred.classes)[:bottom - 1], names)[1] if bottom else True
+        v_cut = assign_levels(p_cut, classes=d_cut, spacing_mm=ph.spacing_mm)
+        a_cut = assign_levels(p_cut, spacing_mm=ph.spacing_mm)
+        scored = {"detector": score(det_levels, det_unsure, pred.labels, ph.labels, gt_level),
+                  "detector+order": score(voted.levels, voted.unsure, pred.labels, ph.labels, gt_level),
+                  "anatomy": score(anat.levels, anat.unsure, pred.labels, ph.labels, gt_level),
+                  "gt_minus_c7": score(cut.levels, cut.unsure, gt_cut, ph.labels, gt_level),
+                  "pred_minus_bottom/detector": score(d_cut, d_cut_unsure, p_cut, ph.labels, gt_level),
+                  "pred_minus_bottom/detector+order": score(v_cut.levels, v_cut.unsure, p_cut, ph.labels,
+                                                            gt_level),
+                  "pred_minus_bottom/anatomy": score(a_cut.levels, a_cut.unsure, p_cut, ph.labels, gt_level)}
+        for method, rec in scored.items():
+            groups.setdefault(group, {}).setdefault(method, []).append(rec)
+        rows.append({"seed": seed0 + i, "group": group, "n_pred": int(pred.n_vertebrae),
+                     "detector": [det_levels[k] for k in sorted(det_levels)],
+                     "anatomy": [anat.levels.get(k) for k in sorted(det_levels)],
+                     "anatomy_reasons": anat.reasons,
+                     **{f"{m}_all_right": all(r["correct"].values()) for m, r in scored.items()}})
+    report = {g: {m: summarise(recs) for m, recs in by_method.items()} for g, by_method in sorted(groups.items())}
+    return report, rows
+
+
+def gt_level_inv(gt_level: Mapping[int, str]) -> dict[str, int]:
+    """Level name → true label."""
+    return {name: label for label, name in gt_level.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="an existing run folder (skip training)")
+    parser.add_argument("--out", default="outputs/runs/phantom_levels", help="run folder to train into")
+    parser.add_argument("--data", default="outputs/phantom_levels_data", help="training phantoms folder")
+    parser.add_argument("--n-train", type=int, default=90)
+    parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--minutes", type=float, default=5.0, help="max minutes per stage")
+    parser.add_argument("--detector-minutes", type=float, help="max detector minutes (default --minutes)")
+    parser.add_argument("--detector-weights", help="a per-level detector .pt to continue from")
+    parser.add_argument("--no-mosaic", action="store_true", help="train the detector without mosaic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-seed", type=int, default=900_000, help="first held-out phantom seed")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    run = Path(args.run) if args.run else train(args)
+    train_minutes = (time.perf_counter() - start) / 60
+    report, rows = evaluate(run, args.n_test, args.size, args.test_seed)
+    result = {"run": str(run), "threads": args.threads, "train_minutes": round(train_minutes, 2),
+              "n_test": args.n_test, "size": args.size, "by_group": report}
+    print(json.dumps(result, indent=1))
+    (run / "bench_levels.json").write_text(json.dumps({**result, "images": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
