@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -133,6 +134,8 @@ def main() -> int:
     print(f"{len(inputs)} DICOM inputs in {out / 'inputs'} ({time.perf_counter() - start:.0f} s)")
     predictor = load_predictor(args.run)
     pred_dir = out / f"predictions_{args.n}"
+    if pred_dir.exists():  # this benchmark's own scratch output: a stale predictions.csv would fool the sampler
+        shutil.rmtree(pred_dir)
     samples: list[tuple[float, float, int]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample_memory, args=(pred_dir / "predictions.csv", stop, samples), daemon=True)
