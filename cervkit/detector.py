@@ -22,6 +22,7 @@ import numpy as np
 from cervkit.detector_train import DetectorRun, auto_device, plot_curves, read_results, train_detector
 from cervkit.errors import CervkitInputError
 from cervkit.image import Image
+from cervkit.yolo_dataset import detector_input
 from cervkit.yolo_env import import_ultralytics
 
 __all__ = ["Detections", "Detector", "DetectorRun", "box_iou", "match_boxes", "plot_curves", "read_results", "to_detections",
@@ -135,10 +136,13 @@ class Detector:
         Letterbox size used at prediction (the training size by default).
     device : str
         Ultralytics device string.
+    input_norm : {"none", "equalize"}
+        Input normalisation the detector was trained with (:func:`cervkit.yolo_dataset.detector_input`).
     """
 
-    def __init__(self, model: Any, weights: Path, imgsz: int, device: str) -> None:
+    def __init__(self, model: Any, weights: Path, imgsz: int, device: str, input_norm: str = "none") -> None:
         self.model = model
+        self.input_norm = input_norm
         self.weights = weights
         self.imgsz = int(imgsz)
         self.device = device
@@ -170,7 +174,15 @@ class Detector:
         if imgsz is None:
             train_size = config.get("arguments", {}).get("imgsz") or model.overrides.get("imgsz")
             imgsz = int(train_size) if train_size else 384
-        return cls(model, weights, imgsz, auto_device(device))
+        input_norm = config.get("arguments", {}).get("input_norm") or "none"
+        return cls(model, weights, imgsz, auto_device(device), input_norm)
+
+    def _input(self, image: np.ndarray | Image) -> np.ndarray | Image:
+        """The image as the detector was trained to see it (``input_norm`` of its config)."""
+        if self.input_norm == "none":
+            return image
+        array = image.array if isinstance(image, Image) else np.asarray(image)
+        return detector_input(array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array, self.input_norm)
 
     @property
     def names(self) -> dict[int, str]:
@@ -200,7 +212,7 @@ class Detector:
         """
         if isinstance(images, (np.ndarray, Image)):
             images = [images]
-        arrays = [to_uint8_rgb(im) for im in images]
+        arrays = [to_uint8_rgb(self._input(im)) for im in images]
         out: list[Detections] = []
         speed = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         start = time.perf_counter()

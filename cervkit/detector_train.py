@@ -252,7 +252,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                    level_names: Sequence[str] | None = None, seed: int = 0,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
                    overrides: Mapping[str, Any] | None = None, ema: tuple[float, float] = (EMA_DECAY, EMA_TAU),
-                   quick: bool | None = None,
+                   quick: bool | None = None, input_norm: str = "none",
                    verbose: bool = False, overwrite: bool = False) -> DetectorRun:
     """Train YOLOv11n on a manifest's ``train`` split, validating (and early stopping) on ``val``.
 
@@ -292,6 +292,9 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         Weight-EMA maximum decay and ramp time constant in updates (ultralytics: 0.9999, 2000).
     quick : bool, optional
         Quick mode (default :func:`cervkit.config.quick_mode`): at most 2 epochs, imgsz at most 160.
+    input_norm : {"none", "equalize"}
+        Per-image normalisation of the detector's input (:func:`cervkit.yolo_dataset.detector_input`),
+        recorded in ``config.json`` so :class:`cervkit.detector.Detector` applies it at prediction.
     verbose : bool
         Let ultralytics print its progress.
     overwrite : bool
@@ -310,7 +313,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     out = Path(run_dir).resolve() / "detector"
     check_writable(out / "config.json", overwrite)
     data_yaml = build_yolo_dataset(manifest, out / "data", imgsz=imgsz, classes=classes, level_names=level_names,
-                                   overwrite=overwrite)
+                                   input_norm=input_norm, overwrite=overwrite)
     ul = import_ultralytics()
     dev = auto_device(device)
     aug = {**DEFAULT_AUGMENT, **dict(augment or {})}
@@ -354,6 +357,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                             "weights": None if weights is None else str(weights), "classes": classes,
                             "level_names": None if level_names is None else list(level_names),
                             "seed": seed, "device": dev, "workers": workers, "quick": quick,
+                            "input_norm": input_norm,
                             "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
               "init": init, "versions": _versions(), "data": _data_summary(out / "data"),

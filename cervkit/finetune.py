@@ -245,7 +245,8 @@ def detector_kwargs(source: ResumeSource, split: Any, *, detector_classes: str =
     Returns
     -------
     kwargs : dict
-        For ``train_detector``: RUN's ``weights``, ``classes``, ``level_names``, ``imgsz`` and the budget.
+        For ``train_detector``: RUN's ``weights``, ``classes``, ``level_names``, ``imgsz``, ``input_norm`` and
+        the budget.
     classes : dict
         ``classes``, ``level_names`` and ``reheaded`` (the class layers restart), for ``run.json``.
     """
@@ -277,7 +278,8 @@ def detector_kwargs(source: ResumeSource, split: Any, *, detector_classes: str =
         raise CervkitInputError(f"detector_classes must be auto, levels or single, not {detector_classes!r}")
     reheaded = not (classes == old_classes and (classes == "single" or len(level_names or []) == count))
     fixed: dict[str, Any] = {"weights": str(source.weights["detector"]), "classes": classes,
-                             "level_names": level_names, "imgsz": int(old.get("imgsz", 320))}
+                             "level_names": level_names, "imgsz": int(old.get("imgsz", 320)),
+                             "input_norm": str(old.get("input_norm") or "none")}
     if imgsz is not None and int(imgsz) != fixed["imgsz"]:
         raise CervkitInputError(f"--imgsz {imgsz} conflicts with the resumed run's detector imgsz={fixed['imgsz']}",
                                 source.run)

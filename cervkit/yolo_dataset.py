@@ -38,6 +38,38 @@ from cervkit.instances import boxes_from_labels
 from cervkit.io import read_image, read_mask, write_png
 from cervkit.yolo_labels import write_yolo_labels
 
+INPUT_NORMS = ("none", "equalize")
+"""Detector input normalisations: as read, or per-image histogram equalisation (:func:`detector_input`)."""
+
+
+def detector_input(array: np.ndarray, norm: str = "none") -> np.ndarray:
+    """The detector's view of a float [0, 1] grayscale image, the same in training and at prediction.
+
+    ``"equalize"`` maps every intensity to its mean rank among the image's pixels (exact histogram
+    equalisation), so any strictly increasing intensity remap of the image (gamma, contrast, another
+    scanner's calibration) gives the same detector input; a clipping window changes it only where it clips.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        2D float image in [0, 1].
+    norm : {"none", "equalize"}
+        The normalisation.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1].
+    """
+    if norm not in INPUT_NORMS:
+        raise CervkitInputError(f"detector input_norm must be one of {INPUT_NORMS}, got {norm!r}")
+    values = np.asarray(array, dtype=np.float32)
+    if norm == "none" or values.size == 0 or float(values.max()) <= float(values.min()):
+        return values
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    mid_rank = (np.cumsum(counts) - counts / 2.0) / values.size  # ties share their mean rank
+    return mid_rank[inverse.ravel()].reshape(values.shape).astype(np.float32)
+
 if TYPE_CHECKING:  # pragma: no cover
     from cervkit.manifest import Manifest
 
@@ -118,7 +150,7 @@ def _yaml(out_dir: Path, splits: Sequence[str], names: Sequence[str]) -> str:
 def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | PathLike[str], *,
                        imgsz: int | None = None, classes: str = "single",
                        splits: Sequence[str] = ("train", "val"), level_names: Sequence[str] | None = None,
-                       overwrite: bool = False) -> Path:
+                       input_norm: str = "none", overwrite: bool = False) -> Path:
     """Write an ultralytics detection dataset from a manifest with a ``split`` column.
 
     Parameters
@@ -135,6 +167,8 @@ def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | 
         Splits to write; each must have at least one row.
     level_names : sequence of str, optional
         Level class names for ``classes="levels"`` (default C2..C7).
+    input_norm : {"none", "equalize"}, default "none"
+        Normalisation of the written images (:func:`detector_input`).
     overwrite : bool, default False
         Replace an existing ``data.yaml`` (and the files of the same names); else FileExistsError.
 
@@ -166,7 +200,8 @@ def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | 
                 raise CervkitInputError(f"mask shape {labels.shape} != image shape {image.array.shape}", row.mask)
             stem = f"{row.index:05d}_{Path(row.image).stem}"
             cls = row_classes(labels, classes, names, row.extra.get("levels"), path=row.mask)
-            write_png(out / "images" / split / f"{stem}.png", image.array, overwrite=overwrite)
+            write_png(out / "images" / split / f"{stem}.png", detector_input(image.array, input_norm),
+                      overwrite=overwrite)
             write_yolo_labels(out / "labels" / split / f"{stem}.txt", boxes_from_labels(labels),
                               labels.shape, cls, overwrite=overwrite)
             sources.append({"split": split, "name": stem, "image": str(row.image), "mask": str(row.mask),

@@ -16,7 +16,7 @@ from cervkit.detector import Detections, box_iou, match_boxes, to_detections, to
 from cervkit.errors import CervkitInputError
 from cervkit.instances import boxes_from_labels
 from cervkit.io import read_mask
-from cervkit.yolo_dataset import build_yolo_dataset
+from cervkit.yolo_dataset import build_yolo_dataset, detector_input
 from cervkit.yolo_labels import read_yolo_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,33 @@ def test_dataset_needs_split_column(phantoms, tmp_path: Path) -> None:
         build_yolo_dataset(phantoms.with_df(phantoms.df.drop(columns=["split"])), tmp_path / "y")
 
 
+def test_equalized_input_ignores_increasing_remaps() -> None:
+    rng = np.random.default_rng(0)
+    image = np.round(rng.random((40, 50)) * 200).astype(np.float32) / 255  # quantized: many ties
+    eq = detector_input(image, "equalize")
+    for remap in (lambda x: x ** 2.2, lambda x: 0.3 + 0.5 * x, lambda x: np.sqrt(x)):
+        np.testing.assert_allclose(detector_input(remap(image), "equalize"), eq, atol=1e-6)
+    # independent computation: mean rank of each pixel's value among all pixels, divided by the count
+    flat = image.ravel()
+    below, equal = (flat[:, None] > flat[None, :]).sum(1), (flat[:, None] == flat[None, :]).sum(1)
+    np.testing.assert_allclose(eq.ravel(), (below + equal / 2) / flat.size, atol=1e-6)
+    assert detector_input(1 - image, "equalize")[0, 0] == pytest.approx(1 - eq[0, 0], abs=1e-6)  # not invariant
+    np.testing.assert_array_equal(detector_input(image, "none"), image)
+    np.testing.assert_array_equal(detector_input(np.full((4, 4), 0.5), "equalize"), np.full((4, 4), 0.5))
+    with pytest.raises(CervkitInputError, match="input_norm"):
+        detector_input(image, "zscore")
+
+
+def test_dataset_writes_the_normalized_images(phantoms, tmp_path: Path) -> None:
+    from cervkit.io import read_image
+
+    data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", input_norm="equalize")
+    written = sorted((data_yaml.parent / "images" / "train").glob("*.png"))[0]
+    row = next(r for r in phantoms.subset(split="train").rows() if Path(r.image).stem in written.stem)
+    expected = np.round(detector_input(read_image(row.image).array, "equalize") * 255)
+    np.testing.assert_allclose(read_image(written).array * 255, expected, atol=0.51)
+
+
 def test_to_detections_clips_and_sorts() -> None:
     xyxy = np.array([[10, 50, 30, 70], [-5, 5, 20, 15], [40, 90, 60, 130], [5, 5, 5, 9]], dtype=np.float32)
     det = to_detections(xyxy, np.array([0.9, 0.8, 0.7, 0.6]), np.array([2.0, 0.0, 4.0, 1.0]), (100, 50))
@@ -143,8 +170,29 @@ def test_train_writes_run_folder(tiny_run) -> None:
     assert run.run_dir.name == "detector" and run.weights.name == "best.pt"
     config = json.loads(run.config_json.read_text())
     assert config["arguments"]["imgsz"] == 128 and config["arguments"]["epochs"] == 2
+    assert config["arguments"]["input_norm"] == "none"
     assert config["data"]["train"]["boxes"] == 6 * config["data"]["train"]["images"]
     assert "ultralytics" in config["versions"] and run.epochs_run == 2
+
+
+def test_loaded_detector_applies_its_training_normalization(tiny_run, tmp_path: Path) -> None:
+    import shutil
+
+    from cervkit.detector import Detector
+
+    run, _ = tiny_run
+    assert Detector.load(run.weights.parent.parent.parent).input_norm == "none"
+    copy = tmp_path / "detector"
+    shutil.copytree(run.run_dir, copy, ignore=shutil.ignore_patterns("data"))
+    config = json.loads((copy / "config.json").read_text())
+    config["arguments"]["input_norm"] = "equalize"
+    (copy / "config.json").write_text(json.dumps(config))
+    det = Detector.load(copy / "weights" / "best.pt")
+    assert det.input_norm == "equalize"
+    image = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64) ** 3
+    np.testing.assert_allclose(det._input(image), detector_input(image, "equalize"))
+    as_uint8 = np.round(image * 255).astype(np.uint8)
+    np.testing.assert_allclose(det._input(as_uint8), detector_input(as_uint8 / 255.0, "equalize"), atol=1e-6)
 
 
 def test_predict_maps_to_input_coordinates(tiny_run, phantoms) -> None:

@@ -32,7 +32,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     source = write_phantom_dataset(root / "xray", 8, size=(96, 96), seed=5)
     ensure_split(source, root / "split.csv", ratios=(0.5, 0.25, 0.25))
     old = train_run(root / "split.csv", root / "old", quick=True, imgsz=64, device="cpu", validate=False,
-                    detector_options={"epochs": 1}, segmenter_options={"epochs": 1})
+                    detector_options={"epochs": 1, "input_norm": "equalize"}, segmenter_options={"epochs": 1})
     corrected = write_phantom_dataset(root / "mri", 8, size=(96, 96), seed=9, style="mri")
     yield {"root": root, "old": old, "corrected": corrected}
     mp.undo()
@@ -86,6 +86,7 @@ def test_first_epoch_starts_from_the_old_weights(work: dict[str, Path], resumed:
     assert det_new["init"]["weights_sha256"] == resumed["before"]["detector/weights/best.pt"]
     assert det_old["init"]["state_sha256"] != det_new["init"]["state_sha256"], "not a fresh initialisation"
     assert det_new["arguments"]["imgsz"] == det_old["arguments"]["imgsz"] == 64, "image size taken from RUN"
+    assert det_new["arguments"]["input_norm"] == "equalize", "input normalisation taken from RUN"
 
     seg_new = json.loads((new / "segmenter" / "config.json").read_text())
     seg_old = json.loads((old / "segmenter" / "config.json").read_text())
@@ -115,6 +116,7 @@ def test_conflicts_are_named_before_anything_is_written(work: dict[str, Path], t
     cases = [({"out": old / "again"}, "never changes the old one"),
              ({"model": "unet3plus"}, "conflicts with the resumed run, a yolo-unet run"),
              ({"imgsz": 96}, "imgsz=64"),
+             ({"detector_options": {"input_norm": "none"}}, "input_norm='equalize'"),
              ({"segmenter_options": {"crop_size": 32}}, "crop_size=64")]
     for kwargs, message in cases:
         out = kwargs.pop("out", tmp_path / "run")
