@@ -45,9 +45,11 @@ INPUT_NORMS = ("none", "equalize")
 def detector_input(array: np.ndarray, norm: str = "none") -> np.ndarray:
     """The detector's view of a float [0, 1] grayscale image, the same in training and at prediction.
 
-    ``"equalize"`` maps every intensity to its mean rank among the image's pixels (exact histogram
-    equalisation), so any strictly increasing intensity remap of the image (gamma, contrast, another
-    scanner's calibration) gives the same detector input; a clipping window changes it only where it clips.
+    ``"equalize"`` maps every intensity to the fraction of the image's pixels darker than it, scaled so
+    the brightest value is 1 (exact histogram equalisation), so any strictly increasing intensity remap
+    (gamma, contrast, another scanner's calibration) gives the same detector input; a clipping window
+    changes it only where it clips. The darkest value stays 0 however many pixels share it, so a wider
+    field of view padded with black does not turn the background grey.
 
     Parameters
     ----------
@@ -67,8 +69,9 @@ def detector_input(array: np.ndarray, norm: str = "none") -> np.ndarray:
     if norm == "none" or values.size == 0 or float(values.max()) <= float(values.min()):
         return values
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    mid_rank = (np.cumsum(counts) - counts / 2.0) / values.size  # ties share their mean rank
-    return mid_rank[inverse.ravel()].reshape(values.shape).astype(np.float32)
+    below = np.cumsum(counts) - counts  # pixels darker than each distinct value
+    rank = below / below[-1]  # the darkest value (air, padding) stays 0, the brightest becomes 1
+    return rank[inverse.ravel()].reshape(values.shape).astype(np.float32)
 
 if TYPE_CHECKING:  # pragma: no cover
     from cervkit.manifest import Manifest

@@ -96,11 +96,15 @@ def test_equalized_input_ignores_increasing_remaps() -> None:
     eq = detector_input(image, "equalize")
     for remap in (lambda x: x ** 2.2, lambda x: 0.3 + 0.5 * x, lambda x: np.sqrt(x)):
         np.testing.assert_allclose(detector_input(remap(image), "equalize"), eq, atol=1e-6)
-    # independent computation: mean rank of each pixel's value among all pixels, divided by the count
+    # independent computation: how many pixels are darker, scaled so the brightest value is 1
     flat = image.ravel()
-    below, equal = (flat[:, None] > flat[None, :]).sum(1), (flat[:, None] == flat[None, :]).sum(1)
-    np.testing.assert_allclose(eq.ravel(), (below + equal / 2) / flat.size, atol=1e-6)
-    assert detector_input(1 - image, "equalize")[0, 0] == pytest.approx(1 - eq[0, 0], abs=1e-6)  # not invariant
+    below = (flat[:, None] > flat[None, :]).sum(1)
+    np.testing.assert_allclose(eq.ravel(), below / below.max(), atol=1e-6)
+    assert eq.min() == 0 and eq.max() == 1
+    padded = np.pad(image, 40)  # a wider field of view, black around: the background stays black
+    assert detector_input(padded, "equalize")[0, 0] == 0 and detector_input(padded, "equalize").max() == 1
+    inverted = detector_input(1 - image, "equalize")
+    assert not np.allclose(inverted, eq, atol=0.1), "inversion is not an increasing remap"
     np.testing.assert_array_equal(detector_input(image, "none"), image)
     np.testing.assert_array_equal(detector_input(np.full((4, 4), 0.5), "equalize"), np.full((4, 4), 0.5))
     with pytest.raises(CervkitInputError, match="input_norm"):
