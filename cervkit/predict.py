@@ -190,12 +190,13 @@ def _predict_one(predictor: Any, path: Path, root: Path, out: Path, used: set[st
     return row
 
 
-def _previous(csv_path: Path, out: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """From an existing CSV: done files → stem, and other files → their last stem."""
+def _previous(csv_path: Path, out: Path) -> tuple[dict[str, str], dict[str, str], int]:
+    """From an existing CSV: done files → stem, other files → their last stem, and the number of rows."""
     repair_tail(csv_path)
     done: dict[str, str] = {}
     stems: dict[str, str] = {}
-    for row in read_rows(csv_path):
+    rows = read_rows(csv_path)
+    for row in rows:
         file, stem = row["file"], row["output_stem"]
         finished = (row["status"] == "ok" and bool(row["mask"]) and (out / row["mask"]).is_file()
                     and bool(row["overlay"]) and (out / row["overlay"]).is_file())
@@ -203,7 +204,7 @@ def _previous(csv_path: Path, out: Path) -> tuple[dict[str, str], dict[str, str]
         stems[file] = stem
         if finished:
             done[file] = stem
-    return done, {f: s for f, s in stems.items() if f not in done}
+    return done, {f: s for f, s in stems.items() if f not in done}, len(rows)
 
 
 def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir: str | PathLike[str], *,
@@ -263,7 +264,7 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
     if not resuming:
         check_writable(csv_path, overwrite)
         check_writable(out / QUEUE_NAME, overwrite)
-    done, stems = _previous(csv_path, out) if resuming else ({}, {})
+    done, stems, n_rows = _previous(csv_path, out) if resuming else ({}, {}, 0)
     settings = {"names": names, "salt": salt, "keep_identifiers": keep_identifiers, "alpha": alpha,
                 "replace": overwrite or resume, "detector": has_detector(predictor),
                 "modality": modality or run_modality(run) or FALLBACK_MODALITY}
@@ -283,7 +284,7 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
             if row["status"] != "ok":
                 tqdm.write(f"cervkit predict: skipped {row['error']}")
     table = read_table(csv_path)
-    if resuming and appended and len(table) < len(read_rows(csv_path)):  # drop the redone inputs' stale rows
+    if resuming and appended and len(table) < n_rows + appended:  # drop the redone inputs' stale rows
         with atomic_path(csv_path, overwrite=True) as tmp:
             with RowWriter(tmp, fresh=True) as compact:
                 for record in table.to_dict("records"):
