@@ -57,9 +57,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from cervkit.train import train_run
 
+    # --no-amp: float32 on CUDA too (ultralytics' own AMP for the detectors, cervkit.mixed_precision for the rest)
+    no_amp = {"detector_options": {"overrides": {"amp": False}}, "segmenter_options": {"amp": False}}
     run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
                     seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite,
-                    detector_classes=args.detector_classes, resume=args.resume)
+                    detector_classes=args.detector_classes, resume=args.resume, **(no_amp if args.no_amp else {}))
     from cervkit.runs import read_run_info
 
     model = read_run_info(run)["model"]
@@ -194,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--imgsz", type=int, help="detector image size")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 on CUDA too (default: mixed precision on CUDA, float32 on CPU)")
     p.add_argument("--overwrite", action="store_true", help="train into a non-empty run folder")
     p.add_argument("--detector-classes", default="auto", choices=["auto", "levels", "single"],
                    help="cascade detector: one class per level (auto when every mask has the same levels) "

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from cervkit.crop_dataset import INVERT_P, NORMALISATION, CropDataset
 from cervkit.fileutil import atomic_write_bytes, check_writable
+from cervkit.mixed_precision import MixedPrecision, resolve_amp
 from cervkit.segmenter import MODEL_FILE, STAGE_DIR, resolve_device
 
 DEFAULT_MODEL_OPTIONS: dict[str, Any] = {"fast_upsample": True}
@@ -196,7 +197,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                     seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                     encoder_weights: str | PathLike[str] | None = None,
                     model_options: dict[str, Any] | None = None, max_minutes: float | None = None,
-                    init_checkpoint: str | PathLike[str] | None = None, overwrite: bool = False) -> SegmenterRun:
+                    init_checkpoint: str | PathLike[str] | None = None, amp: bool | None = None,
+                    overwrite: bool = False) -> SegmenterRun:
     """Train the crop segmenter on the ``train`` split, early-stopping on ``val`` crop IoU.
 
     Parameters
@@ -224,7 +226,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     seed : int
         Seeds torch, NumPy, Python and the augmentations.
     device : str, optional
-        Default CUDA when available (with mixed precision), else CPU.
+        Default CUDA when available, else CPU.
+    amp : bool, optional
+        Mixed precision (:mod:`cervkit.mixed_precision`): default on for CUDA, off for CPU.
     quick : bool, optional
         Quick mode (default :func:`cervkit.config.quick_mode`): at most 2 epochs and 64-pixel crops.
     num_workers : int
@@ -262,7 +266,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                  "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                  "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights),
-                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
+                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "amp": amp}
     dev = resolve_device(device)
     seed_everything(seed)
     train_part, val_part = _split_part(manifest, "train"), _split_part(manifest, "val")
@@ -283,8 +287,11 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     net = net.to(dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    precision = MixedPrecision(dev, resolve_amp(amp, dev))
+
+    def loss_fn(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        return deep_supervision_loss(outputs, targets, alpha=alpha)
+
     from tqdm.auto import tqdm
 
     rows: list[dict[str, float]] = []
@@ -299,18 +306,11 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         total, count = 0.0, 0
         for images, targets in train_loader:
             images, targets = images.to(dev, non_blocking=True), targets.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                outputs = net(images)
-            outputs = [o.float() for o in outputs] if isinstance(outputs, (list, tuple)) else outputs.float()
-            loss = deep_supervision_loss(outputs, targets, alpha=alpha)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(images)
+            loss = precision.step(net, images, targets, loss_fn, optimizer)
+            total += loss * len(images)
             count += len(images)
         current_lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        precision.step_scheduler(scheduler)
         val_iou, val_dice = evaluate_crops(net, val_loader, dev)
         rows.append({"epoch": epoch, "train_loss": total / max(1, count), "val_iou": val_iou,
                      "val_dice": val_dice, "lr": current_lr, "seconds": time.perf_counter() - t0})
@@ -323,6 +323,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
             break
     seconds = time.perf_counter() - start
+    precision.warn_if_unstable()
     net.load_state_dict(best_state)
     net.eval()
 
@@ -337,7 +338,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     data = {name: {"images": len(ds.samples), "crops": len(ds),
                    "patients": int(part.df["patient_id"].nunique())}
             for name, ds, part in (("train", train_ds, train_part), ("val", val_ds, val_part))}
-    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev), "amp": use_amp,
+    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev),
+              "amp": precision.summary(),
               "normalisation": NORMALISATION, "intensity_invert_p": INVERT_P, "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from cervkit.errors import CervkitInputError
 from cervkit.fileutil import atomic_write_bytes, check_writable
+from cervkit.mixed_precision import MixedPrecision, resolve_amp
 from cervkit.segmenter_train import initial_weights, overlap_scores, plot_history, seed_everything
 from cervkit.whole_image import MODEL_FILE, NORMALISATION, STAGE_DIR, WHOLE_IMAGE_MODELS, WholeImageDataset
 
@@ -162,7 +163,8 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                       seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                       encoder_weights: str | PathLike[str] | None = None,
                       model_options: dict[str, Any] | None = None, max_minutes: float | None = 15.0,
-                      init_checkpoint: str | PathLike[str] | None = None, overwrite: bool = False) -> WholeImageRun:
+                      init_checkpoint: str | PathLike[str] | None = None, amp: bool | None = None,
+                      overwrite: bool = False) -> WholeImageRun:
     """Train a whole-image segmenter on ``train``, early-stopping on ``val`` IoU.
 
     Parameters
@@ -186,7 +188,9 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     seed : int
         Seeds torch, NumPy, Python and the augmentations.
     device : str, optional
-        Default CUDA when available (with mixed precision), else CPU.
+        Default CUDA when available, else CPU.
+    amp : bool, optional
+        Mixed precision (:mod:`cervkit.mixed_precision`): default on for CUDA, off for CPU.
     quick : bool, optional
         Quick mode (default :func:`cervkit.config.quick_mode`): at most 2 epochs, size at most 128.
     num_workers : int
@@ -225,7 +229,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                  "patience": patience, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                  "seed": seed, "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights),
-                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)}
+                 "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "amp": amp}
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     seed_everything(seed)
@@ -245,8 +249,11 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     net = net.to(dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    precision = MixedPrecision(dev, resolve_amp(amp, dev))
+
+    def loss_fn(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        return deep_supervision_loss(outputs, targets, alpha=alpha)
+
     from tqdm.auto import tqdm
 
     rows: list[dict[str, float]] = []
@@ -261,18 +268,11 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
         total, count = 0.0, 0
         for images, targets in train_loader:
             images, targets = images.to(dev), targets.to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                outputs = net(images)
-            outputs = [o.float() for o in outputs] if isinstance(outputs, (list, tuple)) else outputs.float()
-            loss = deep_supervision_loss(outputs, targets, alpha=alpha)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(images)
+            loss = precision.step(net, images, targets, loss_fn, optimizer)
+            total += loss * len(images)
             count += len(images)
         current_lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        precision.step_scheduler(scheduler)
         recalibrate_batchnorm(net, calib_loader, dev)
         val_iou, val_dice = _evaluate(net, val_loader, dev)
         rows.append({"epoch": epoch, "train_loss": total / max(1, count), "val_iou": val_iou,
@@ -286,6 +286,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
         if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
             break
     seconds = time.perf_counter() - start
+    precision.warn_if_unstable()
     net.load_state_dict(best_state)
     net.eval()
 
@@ -298,7 +299,8 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                    "best_epoch": int(best["epoch"]), "val_iou": float(best["iou"]), "val_dice": float(best["dice"])}
     model_path = save_checkpoint(out / MODEL_FILE, net.cpu(), ckpt_config, overwrite=True)
     data = {"train": {"images": len(train_ds)}, "val": {"images": len(val_ds)}}
-    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev), "amp": use_amp,
+    config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev),
+              "amp": precision.summary(),
               "normalisation": NORMALISATION, "resize": "plain (no letterbox)", "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),

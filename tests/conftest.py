@@ -1,4 +1,4 @@
-"""Shared fixtures: the real-data manifest (skips with a reason when absent) and a quiet matplotlib."""
+"""Shared fixtures: the real-data manifest (skips with a reason when absent), one torch thread, quiet matplotlib."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def outputs_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     out = tmp_path / "outputs"
     monkeypatch.setenv("CERVKIT_OUTPUTS", str(out))
     return out
+
+
+@pytest.fixture()
+def one_thread() -> object:
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and run many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cervkit.errors import CervkitInputError
 
@@ -46,7 +47,7 @@ def resumed(work: dict[str, Path]) -> dict[str, object]:
     before = _digests(work["old"])
     new = work["root"] / "new"
     status = main(["train", "--manifest", str(work["corrected"]), "--out", str(new), "--resume", str(work["old"]),
-                   "--quick", "--device", "cpu"])
+                   "--quick", "--device", "cpu", "--no-amp"])
     return {"status": status, "new": new, "before": before, "after": _digests(work["old"])}
 
 
@@ -66,6 +67,10 @@ def test_resumed_run_loads_and_old_run_is_untouched(work: dict[str, Path], resum
     for stage, marker in (("detector", "detector/weights/best.pt"), ("segmenter", "segmenter/model.pt")):
         assert record["weights"][stage] == {"file": marker, "sha256": resumed["before"][marker]}
     assert info["detector_classes"]["classes"] == "levels" and not info["detector_classes"]["reheaded"]
+    # --no-amp reached both stages (each trainer's own default would be AMP on CUDA)
+    assert yaml.safe_load((new / "detector" / "args.yaml").read_text())["amp"] is False
+    seg_config = json.loads((new / "segmenter" / "config.json").read_text())
+    assert seg_config["arguments"]["amp"] is False and seg_config["amp"]["enabled"] is False
     corrected = load_manifest(new / "split.csv")
     image = read_image(corrected.image_path(0)).array
     prediction = load_predictor(new, device="cpu").predict(image)

@@ -128,15 +128,6 @@ def test_normalise_crop_is_scale_free() -> None:
     assert np.all(normalise_crop(np.full((4, 4), 0.3, np.float32)) == 0)
 
 
-@pytest.fixture()
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_train_two_epochs_writes_run_and_reloads(tmp_path: Path, one_thread) -> None:
     from cervkit.manifest import ensure_split
     from cervkit.segmenter import train_segmenter
