@@ -13,8 +13,10 @@ a label map of the input's size:
 - instances are numbered 1..K from top to bottom.
 
 With a per-level detector (one class per level, e.g. C2..C7), at most one box per level
-is kept, the most confident: a vertebra just outside the annotated range (T1 below C7,
-T10 above T11) then cannot add an extra instance by looking like its neighbour.
+is kept (:func:`cervkit.level_boxes.select_level_boxes`: levels from the classes and the
+order along the spine together): a vertebra just outside the annotated range (T1 below C7,
+T10 above T11) then cannot add an extra instance by looking like its neighbour, and a body
+the detector calls by its neighbour's name is not lost.
 
 The same class serves YOLO-DeepLab: the segmenter is whatever model the run trained.
 """
@@ -29,6 +31,7 @@ import numpy as np
 
 from cervkit.image import Image
 from cervkit.instances import relabel_top_to_bottom
+from cervkit.level_boxes import select_level_boxes
 
 
 @dataclass
@@ -147,8 +150,9 @@ class Cascade:
     min_area : int
         Smallest instance kept, in pixels.
     one_per_class : bool, optional
-        Keep only the most confident box of each class. Default: on when the detector has
-        more than one class (a per-level detector), off for a single ``vertebra`` class.
+        Keep at most one box per level (:func:`~cervkit.level_boxes.select_level_boxes`). Default:
+        on when the detector has more than one class (a per-level detector), off for a single
+        ``vertebra`` class.
     """
 
     def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
@@ -161,28 +165,7 @@ class Cascade:
         if one_per_class is None:
             one_per_class = len(getattr(detector, "names", {0: "vertebra"})) > 1
         self.one_per_class = one_per_class
-
-    @staticmethod
-    def best_per_class(scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        """Indices of the most confident box of each class, in their original order.
-
-        Parameters
-        ----------
-        scores : numpy.ndarray
-            (N,) confidences.
-        classes : numpy.ndarray
-            (N,) class ids.
-
-        Returns
-        -------
-        numpy.ndarray
-            Sorted int indices, one per class present.
-        """
-        best: dict[int, int] = {}
-        for i, (score, cls) in enumerate(zip(scores, classes)):
-            if int(cls) not in best or score > scores[best[int(cls)]]:
-                best[int(cls)] = i
-        return np.array(sorted(best.values()), dtype=np.int64)
+        self.n_levels = len(getattr(detector, "names", {0: "vertebra"}))
 
     def predict(self, image: np.ndarray | Image) -> CascadePrediction:
         """Segment every vertebral body in one image.
@@ -203,7 +186,7 @@ class Cascade:
         t0 = time.perf_counter()
         det = self.detector.predict([array], conf=self.conf)[0]
         if self.one_per_class and len(det):
-            keep = self.best_per_class(det.scores, det.classes)
+            keep = select_level_boxes(det.boxes, det.scores, det.classes, self.n_levels)
             det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
                                "classes": det.classes[keep]})
         t1 = time.perf_counter()

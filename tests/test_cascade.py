@@ -116,4 +116,3 @@ def test_per_level_detector_keeps_one_box_per_level() -> None:
     assert pred.labels[50, 20] == 0 and pred.labels[10, 20] == 1 and pred.labels[30, 20] == 2
     single = Cascade(_LevelDetector(boxes), _ThresholdSegmenter(), one_per_class=False).predict(image)
     assert single.n_vertebrae == 3
-    np.testing.assert_array_equal(Cascade.best_per_class(np.array([0.2, 0.9, 0.5]), np.array([1, 1, 0])), [1, 2])

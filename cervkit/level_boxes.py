@@ -1,0 +1,172 @@
+"""One detector box per vertebral level, chosen from the classes *and* the order along the spine.
+
+A per-level detector (one class per level, e.g. C2…C7) names each box it finds. Keeping simply
+the most confident box of every class is fragile: on an image unlike its training set (another
+sequence, contrast or field of view) the detector may call two neighbouring bodies by the same
+name and one of them is then lost, although both were found. :func:`select_level_boxes` instead
+
+1. removes duplicates of one body regardless of class (boxes overlapping at IoU ≥ ``iou``: the most
+   confident stays),
+2. keeps the boxes that form the spine: the most confident chain, top to bottom, whose steps look
+   like one body to the next (:func:`spine_chain`), so a box off the column (a posterior element,
+   bowel) neither counts as a level nor breaks the count,
+3. gives each a position along the chain, counting a level as missing where the centre spacing is
+   about twice the usual one and reading two boxes much closer than usual as one body,
+4. lets every box vote, weighted by its confidence, for the offset between its class and its
+   position; the winning offset maps positions to levels,
+5. keeps one box per level inside ``0 … n_levels - 1`` (the most confident where two share one).
+
+A vertebra just outside the trained range (T1 below C7, T10 above T11) still cannot add an
+instance, and a body named like its neighbour is kept under its place in the chain.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from cervkit.detector import box_iou
+
+__all__ = ["chain_positions", "select_level_boxes", "spine_chain"]
+
+GAP_MISSING = 1.6   # centre gap / usual gap above which a level is missing in between
+GAP_SAME = 0.5      # centre gap / usual gap below which two boxes are read as one body
+STEP_MIN = 0.6      # shortest chain step, in median box heights (a body plus its disc is ~1.2)
+SINGLE_STEP_MAX = 1.7  # longest step read as one level when learning the usual spacing, in heights
+STEP_MAX = 4.5      # longest chain step (three levels missing), in median box heights
+STEP_SLOPE = 1.2    # steepest chain step sideways: |dx| / dy (about 50 degrees from the column)
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+
+
+def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The boxes that form the spine: the chain of highest total confidence.
+
+    A chain runs top to bottom; each step from one box to the next must be between
+    ``STEP_MIN`` and ``STEP_MAX`` median box heights long and at most ``STEP_SLOPE`` times as wide
+    as it is tall, as from one vertebral body to the next (levels may be missing in between).
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        (N, 4) ``x0, y0, x1, y1`` boxes in any order.
+    scores : numpy.ndarray
+        (N,) confidences (the weight of each box in the chain).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices into the inputs, top to bottom.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    centres = _centres(boxes)
+    order = np.argsort(centres[:, 1], kind="stable")
+    c, w = centres[order], scores[order]
+    height = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    total, previous = w.copy(), np.full(n, -1)
+    for j in range(n):
+        for i in range(j):
+            dx, dy = c[j] - c[i]
+            dist = float(np.hypot(dx, dy))
+            fits = STEP_MIN * height <= dist <= STEP_MAX * height and abs(dx) <= STEP_SLOPE * dy
+            if fits and total[i] + w[j] > total[j]:
+                total[j], previous[j] = total[i] + w[j], i
+    path = [int(np.argmax(total))]
+    while previous[path[-1]] >= 0:
+        path.append(int(previous[path[-1]]))
+    return order[path[::-1]].astype(np.int64)
+
+
+def chain_positions(boxes: np.ndarray) -> np.ndarray:
+    """Position of each box along the spine, top box 0, counting levels missing in gaps.
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        (N, 4) ``x0, y0, x1, y1`` boxes, ordered top to bottom.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) int positions, non-decreasing: equal for two boxes read as one body, a jump of
+        more than one where levels are missing in between.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    n = len(boxes)
+    if n < 2:
+        return np.zeros(n, np.int64)
+    centres = _centres(boxes)
+    gaps = np.hypot(*np.diff(centres, axis=0).T)
+    height = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    single = gaps[(gaps >= STEP_MIN * height) & (gaps <= SINGLE_STEP_MAX * height)]
+    # the usual spacing from the steps that look like one level; else a body plus its disc
+    usual = float(np.median(single)) if len(single) else 1.2 * height
+    pos = [0]
+    for gap in gaps:
+        ratio = gap / usual if usual > 0 else 1.0
+        if ratio < GAP_SAME:
+            step = 0
+        elif ratio > GAP_MISSING:
+            step = max(2, int(round(ratio)))
+        else:
+            step = 1
+        pos.append(pos[-1] + step)
+    return np.asarray(pos, np.int64)
+
+
+def select_level_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, n_levels: int, *,
+                       iou: float = 0.5) -> np.ndarray:
+    """Indices of the boxes to keep: at most one per level ``0 … n_levels - 1``.
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        (N, 4) detector boxes ``x0, y0, x1, y1`` in any order.
+    scores : numpy.ndarray
+        (N,) confidences.
+    classes : numpy.ndarray
+        (N,) level classes ``0 … n_levels - 1`` (0 = the top level).
+    n_levels : int
+        Number of levels the detector knows.
+    iou : float
+        Boxes overlapping at least this much are one body, whatever their classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 indices into the inputs.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    classes = np.asarray(classes).reshape(-1).astype(np.int64)
+    if not (len(boxes) == len(scores) == len(classes)):
+        raise ValueError(f"{len(boxes)} boxes, {len(scores)} scores and {len(classes)} classes")
+    if n_levels < 1:
+        raise ValueError(f"n_levels must be at least 1, got {n_levels}")
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    overlap = box_iou(boxes, boxes)
+    unique: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(overlap[i, j] < iou for j in unique):
+            unique.append(int(i))
+    unique_idx = np.asarray(unique, np.int64)
+    order = unique_idx[spine_chain(boxes[unique_idx], scores[unique_idx])]
+    pos = chain_positions(boxes[order])
+    votes: dict[int, float] = defaultdict(float)
+    for p, i in zip(pos, order):
+        votes[int(classes[i] - p)] += float(scores[i])
+    offset = max(votes, key=lambda o: (votes[o], -abs(o)))
+    best: dict[int, int] = {}
+    for p, i in zip(pos, order):
+        level = int(p) + offset
+        if 0 <= level < n_levels and (level not in best or scores[i] > scores[best[level]]):
+            best[level] = i
+    return np.array(sorted(best.values()), dtype=np.int64)

@@ -1,0 +1,84 @@
+"""One box per level from classes and order: duplicates, neighbours named alike, gaps and extra bodies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cervkit.level_boxes import chain_positions, select_level_boxes
+
+
+def _column(n: int, *, pitch: float = 30.0, height: float = 24.0, top: float = 10.0) -> np.ndarray:
+    """``n`` boxes stacked down a straight spine, one per body."""
+    y0 = top + pitch * np.arange(n)
+    return np.stack([np.full(n, 40.0), y0, np.full(n, 80.0), y0 + height], axis=1)
+
+
+def test_positions_count_missing_levels_and_merge_split_bodies() -> None:
+    boxes = _column(6)
+    np.testing.assert_array_equal(chain_positions(boxes), [0, 1, 2, 3, 4, 5])
+    gap = np.delete(boxes, 2, axis=0)                     # the third body was not found
+    np.testing.assert_array_equal(chain_positions(gap), [0, 1, 3, 4, 5])
+    two_gone = np.delete(boxes, [2, 3], axis=0)
+    np.testing.assert_array_equal(chain_positions(two_gone), [0, 1, 4, 5])
+    split = np.insert(boxes, 2, boxes[1] + [0, 6, 0, 6], axis=0)  # a second box on body 2
+    np.testing.assert_array_equal(chain_positions(split), [0, 1, 1, 2, 3, 4, 5])
+    assert chain_positions(boxes[:1]).tolist() == [0] and chain_positions(boxes[:0]).tolist() == []
+
+
+def test_real_case_neighbour_named_alike_is_kept_and_extra_top_body_dropped() -> None:
+    """Detector output seen on a real MRI slice (zukic2014_17_s31) under a T1-like contrast.
+
+    Seven levels are annotated; the detector also found the partly visible body above them and
+    called bodies 3 and 4 both level 2. Keeping the best box per class lost body 4.
+    """
+    boxes = np.array([[200, 1, 232, 22], [199, 1, 234, 23], [196, 23, 230, 51], [197, 23, 230, 51],
+                      [189, 49, 224, 81], [189, 49, 224, 81], [179, 80, 218, 113], [168, 112, 208, 146],
+                      [161, 147, 198, 180], [156, 184, 194, 220], [159, 219, 201, 262]], np.float32)
+    scores = np.array([0.36, 0.52, 0.76, 0.45, 0.59, 0.44, 0.52, 0.77, 0.66, 0.73, 0.83], np.float32)
+    classes = np.array([1, 0, 1, 0, 2, 1, 2, 3, 4, 5, 6])
+    keep = select_level_boxes(boxes, scores, classes, 7)
+    np.testing.assert_array_equal(keep, [2, 4, 6, 7, 8, 9, 10])
+
+
+def test_one_box_per_body_whatever_its_class() -> None:
+    boxes = _column(3)
+    dup = np.concatenate([boxes, boxes[1:2] + 1.0])      # body 2 found twice, as level 1 and level 0
+    keep = select_level_boxes(dup, np.array([0.9, 0.8, 0.9, 0.6]), np.array([0, 1, 2, 0]), 3)
+    np.testing.assert_array_equal(keep, [0, 1, 2])
+
+
+def test_bodies_outside_the_trained_levels_are_dropped() -> None:
+    boxes = _column(8)                                   # C1-like body above, T1 below C2..C7
+    classes = np.array([0, 0, 1, 2, 3, 4, 5, 5])
+    scores = np.array([0.4, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.5])
+    np.testing.assert_array_equal(select_level_boxes(boxes, scores, classes, 6), [1, 2, 3, 4, 5, 6])
+
+
+def test_missing_level_keeps_the_others_in_place() -> None:
+    boxes = np.delete(_column(6), 3, axis=0)             # C5 occluded
+    keep = select_level_boxes(boxes, np.full(5, 0.8), np.array([0, 1, 2, 4, 5]), 6)
+    np.testing.assert_array_equal(keep, [0, 1, 2, 3, 4])
+    # the bottom body called C6 by mistake still takes the C7 place the chain gives it
+    keep = select_level_boxes(boxes, np.full(5, 0.8), np.array([0, 1, 2, 4, 4]), 6)
+    np.testing.assert_array_equal(keep, [0, 1, 2, 3, 4])
+
+
+def test_a_lone_confident_misnamed_box_does_not_shift_the_chain() -> None:
+    boxes = _column(6)
+    classes = np.array([0, 1, 2, 3, 4, 5])
+    classes_bad = classes.copy()
+    classes_bad[0] = 3                                    # one wrong class, very confident
+    scores = np.array([0.99, 0.5, 0.5, 0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(select_level_boxes(boxes, scores, classes_bad, 6), np.arange(6))
+    # in an unordered input the indices still refer to the input rows
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    np.testing.assert_array_equal(select_level_boxes(boxes[perm], scores[perm], classes[perm], 6), np.arange(6))
+
+
+def test_empty_and_bad_input() -> None:
+    assert select_level_boxes(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 6).tolist() == []
+    with pytest.raises(ValueError, match="2 boxes, 1 scores"):
+        select_level_boxes(_column(2), np.ones(1), np.zeros(2), 6)
+    with pytest.raises(ValueError, match="n_levels"):
+        select_level_boxes(_column(2), np.ones(2), np.zeros(2), 0)
