@@ -20,11 +20,11 @@ arguments for each stage's trainer:
 
 Fine-tuning budget (the defaults below; any explicit stage option wins). From scratch the detector
 uses ultralytics' automatic AdamW learning rate (``0.01 / (4 + classes)``, about 1e-3 to 2e-3), the
-segmenters AdamW at 1e-3, with 60–200 epochs. A resumed run starts near a solution, where a large
+segmenters AdamW at 1e-3, with 100–200 epochs. A resumed run starts near a solution, where a large
 step would undo what the weights know, and usually has far fewer corrected images, so it uses a fifth
 of the learning rate (AdamW at 2e-4) and a fifth to a third of the epochs (detector 40 of 200, crop
-segmenter 20 of 60, whole-image 30 of 100), shorter patience and an 8-minute cap per stage (none for
-the crop segmenter, as from scratch). The detector's warm-up is switched off: it exists
+segmenter 20 of 100, whole-image 30 of 100), shorter patience and an 8-minute cap per stage (the crop
+segmenter keeps its 12-minute cap from scratch). The detector's warm-up is switched off: it exists
 to tame the first steps of random weights, and its bias learning rate (0.1) would throw trained biases
 far off. The learning rate still follows each trainer's schedule (ultralytics' linear decay, cosine
 for the segmenters); quick mode still caps epochs and sizes as for any run.
@@ -49,7 +49,7 @@ FINETUNE_YOLO_OVERRIDES: dict[str, Any] = {"optimizer": "AdamW", "lr0": 2e-4, "w
                                            "warmup_bias_lr": 0.0}
 """Ultralytics train arguments of a fine-tune: a fixed small AdamW rate, no warm-up."""
 FINETUNE_SEGMENTER: dict[str, Any] = {"epochs": 20, "patience": 6, "lr": 2e-4}
-"""Crop segmenter fine-tuning budget (from scratch: 60 epochs, patience 10, lr 1e-3)."""
+"""Crop segmenter fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
 FINETUNE_WHOLE_IMAGE: dict[str, Any] = {"epochs": 30, "patience": 8, "lr": 2e-4, "max_minutes": 8.0}
 """Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
 

