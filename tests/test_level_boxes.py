@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cervkit.level_boxes import chain_positions, select_level_boxes
+from cervkit.level_boxes import chain_positions, select_level_boxes, spine_chain
 
 
 def _column(n: int, *, pitch: float = 30.0, height: float = 24.0, top: float = 10.0) -> np.ndarray:
@@ -39,6 +39,28 @@ def test_real_case_neighbour_named_alike_is_kept_and_extra_top_body_dropped() ->
     classes = np.array([1, 0, 1, 0, 2, 1, 2, 3, 4, 5, 6])
     keep = select_level_boxes(boxes, scores, classes, 7)
     np.testing.assert_array_equal(keep, [2, 4, 6, 7, 8, 9, 10])
+
+
+def test_boxes_off_the_column_are_not_part_of_the_spine() -> None:
+    boxes = _column(6)
+    off = np.array([[95.0, 55.0, 125.0, 79.0]])          # beside bodies 2 and 3, e.g. a posterior element
+    both = np.concatenate([boxes, off])
+    scores = np.array([0.6] * 6 + [0.9])
+    np.testing.assert_array_equal(spine_chain(both, scores), np.arange(6))
+    keep = select_level_boxes(both, scores, np.array([0, 1, 2, 3, 4, 5, 2]), 6)
+    np.testing.assert_array_equal(keep, np.arange(6))
+    assert spine_chain(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+
+
+def test_real_case_false_boxes_beside_the_spine() -> None:
+    """Detector output on zukic2014_17_s40 under a T1-like contrast: two boxes beside the column."""
+    boxes = np.array([[197, 1, 230, 23], [192, 22, 227, 51], [192, 22, 226, 51], [184, 49, 221, 80],
+                      [185, 49, 220, 80], [177, 79, 214, 112], [224, 103, 253, 132], [168, 111, 204, 144],
+                      [159, 146, 197, 181], [156, 183, 194, 219], [213, 199, 244, 228], [160, 220, 199, 261]],
+                     np.float32)
+    scores = np.array([0.5, 0.41, 0.6, 0.44, 0.67, 0.58, 0.26, 0.77, 0.67, 0.62, 0.49, 0.88], np.float32)
+    classes = np.array([0, 0, 1, 2, 1, 2, 3, 3, 4, 5, 5, 6])
+    np.testing.assert_array_equal(select_level_boxes(boxes, scores, classes, 7), [2, 4, 5, 7, 8, 9, 11])
 
 
 def test_one_box_per_body_whatever_its_class() -> None:
