@@ -49,9 +49,9 @@ FINETUNE_YOLO_OVERRIDES: dict[str, Any] = {"optimizer": "AdamW", "lr0": 2e-4, "w
                                            "warmup_bias_lr": 0.0}
 """Ultralytics train arguments of a fine-tune: a fixed small AdamW rate, no warm-up."""
 FINETUNE_SEGMENTER: dict[str, Any] = {"epochs": 20, "patience": 6, "lr": 2e-4}
-"""Crop segmenter fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
+"""Crop segmenter fine-tuning budget (from scratch: 100 epochs, patience 30, lr 1e-3)."""
 FINETUNE_WHOLE_IMAGE: dict[str, Any] = {"epochs": 30, "patience": 8, "lr": 2e-4, "max_minutes": 8.0}
-"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
+"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 30, lr 1e-3)."""
 
 STAGE_WEIGHTS = {"detector": "weights/best.pt", "segmenter": "model.pt"}
 BASELINE_WEIGHTS = {"yolo-seg": "weights/best.pt", "unet3plus": "model.pt", "deeplabv3plus": "model.pt"}
