@@ -51,7 +51,7 @@ FINETUNE_YOLO_OVERRIDES: dict[str, Any] = {"optimizer": "AdamW", "lr0": 2e-4, "w
 FINETUNE_SEGMENTER: dict[str, Any] = {"epochs": 20, "patience": 6, "lr": 2e-4}
 """Crop segmenter fine-tuning budget (from scratch: 100 epochs, patience 30, lr 1e-3)."""
 FINETUNE_WHOLE_IMAGE: dict[str, Any] = {"epochs": 30, "patience": 8, "lr": 2e-4, "max_minutes": 8.0}
-"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 30, lr 1e-3)."""
+"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
 
 STAGE_WEIGHTS = {"detector": "weights/best.pt", "segmenter": "model.pt"}
 BASELINE_WEIGHTS = {"yolo-seg": "weights/best.pt", "unet3plus": "model.pt", "deeplabv3plus": "model.pt"}
