@@ -162,10 +162,8 @@ class Cascade:
         self.conf = conf
         self.threshold = threshold
         self.min_area = min_area
-        if one_per_class is None:
-            one_per_class = len(getattr(detector, "names", {0: "vertebra"})) > 1
-        self.one_per_class = one_per_class
         self.n_levels = len(getattr(detector, "names", {0: "vertebra"}))
+        self.one_per_class = self.n_levels > 1 if one_per_class is None else one_per_class
 
     def predict(self, image: np.ndarray | Image) -> CascadePrediction:
         """Segment every vertebral body in one image.

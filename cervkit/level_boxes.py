@@ -5,8 +5,8 @@ the most confident box of every class is fragile: on an image unlike its trainin
 sequence, contrast or field of view) the detector may call two neighbouring bodies by the same
 name and one of them is then lost, although both were found. :func:`select_level_boxes` instead
 
-1. removes duplicates of one body regardless of class (boxes overlapping at IoU ≥ ``iou``: the most
-   confident stays),
+1. removes duplicates of one body regardless of class (class-agnostic non-maximum suppression at
+   IoU > ``iou``: the most confident stays),
 2. keeps the boxes that form the spine: the most confident chain, top to bottom, whose steps look
    like one body to the next (:func:`spine_chain`), so a box off the column (a posterior element,
    bowel) neither counts as a level nor breaks the count,
@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-
-from cervkit.detector import box_iou
+import torch
+from torchvision.ops import nms
 
 __all__ = ["chain_positions", "select_level_boxes", "spine_chain"]
 
@@ -136,7 +136,7 @@ def select_level_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarra
     n_levels : int
         Number of levels the detector knows.
     iou : float
-        Boxes overlapping at least this much are one body, whatever their classes.
+        Boxes overlapping more than this are one body, whatever their classes.
 
     Returns
     -------
@@ -152,12 +152,7 @@ def select_level_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarra
         raise ValueError(f"n_levels must be at least 1, got {n_levels}")
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    overlap = box_iou(boxes, boxes)
-    unique: list[int] = []
-    for i in np.argsort(-scores, kind="stable"):
-        if all(overlap[i, j] < iou for j in unique):
-            unique.append(int(i))
-    unique_idx = np.asarray(unique, np.int64)
+    unique_idx = nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy().astype(np.int64)
     order = unique_idx[spine_chain(boxes[unique_idx], scores[unique_idx])]
     pos = chain_positions(boxes[order])
     votes: dict[int, float] = defaultdict(float)
