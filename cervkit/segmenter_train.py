@@ -23,6 +23,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -292,10 +293,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
     precision = MixedPrecision(dev, resolve_amp(amp, dev))
-
-    def loss_fn(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
-        return deep_supervision_loss(outputs, targets, alpha=alpha)
-
+    loss_fn = partial(deep_supervision_loss, alpha=alpha)
     from tqdm.auto import tqdm
 
     rows: list[dict[str, float]] = []

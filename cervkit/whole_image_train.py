@@ -27,6 +27,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from torch.utils.data import DataLoader
 from cervkit.errors import CervkitInputError
 from cervkit.fileutil import atomic_write_bytes, check_writable
 from cervkit.mixed_precision import MixedPrecision, resolve_amp
+from cervkit.segmenter import resolve_device
 from cervkit.segmenter_train import initial_weights, overlap_scores, plot_history, seed_everything
 from cervkit.whole_image import MODEL_FILE, NORMALISATION, STAGE_DIR, WHOLE_IMAGE_MODELS, WholeImageDataset
 
@@ -230,8 +232,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                  "seed": seed, "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights),
                  "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "amp": amp}
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     seed_everything(seed)
     train_ds = WholeImageDataset(load_pairs(manifest, "train"), size=size, augment=True, seed=seed)
     val_ds = WholeImageDataset(load_pairs(manifest, "val"), size=size, augment=False, seed=seed)
@@ -250,10 +251,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=lr * 0.01)
     precision = MixedPrecision(dev, resolve_amp(amp, dev))
-
-    def loss_fn(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
-        return deep_supervision_loss(outputs, targets, alpha=alpha)
-
+    loss_fn = partial(deep_supervision_loss, alpha=alpha)
     from tqdm.auto import tqdm
 
     rows: list[dict[str, float]] = []
