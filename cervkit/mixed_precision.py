@@ -7,11 +7,16 @@ run every optimisation step through :class:`MixedPrecision`. With AMP on, the fo
 optimizer step when a gradient is inf/NaN and adapts the scale (halved after an overflow, doubled after
 2000 clean steps).
 
-AMP is on by default on CUDA and off on CPU (:func:`resolve_amp`). ``amp=True`` forces the same float16 +
-GradScaler path on CPU: PyTorch supports both there, much slower than float32, which is what the tests
-use to run the code the CUDA path runs (autocast, scaled backward, unscale and inf check, skipped step,
-scale update) on a machine without a GPU. The CUDA kernels themselves are only exercised on a GPU.
-The detector and YOLOv11-seg use ultralytics' own AMP (:func:`cervkit.yolo_env.amp_setting`).
+AMP is on by default on CUDA and off on CPU (:func:`resolve_amp`). The autocast type follows the device
+(:func:`amp_dtype`): float16 with ``torch.amp.GradScaler`` on CUDA (the usual recipe), **bfloat16 without
+loss scaling on CPU**. bfloat16 is PyTorch's CPU autocast type; it has float32's exponent range, so its
+gradients cannot overflow and need no scaler. float16 on CPU is still available (``dtype=torch.float16``),
+but how many of its steps overflow depends on the processor's float16 arithmetic (seen: 7 of 12 steps of a
+fresh network skipped on one CPU, none on another), so ``amp=True`` on CPU never picks it. The tests use an
+explicit float16 on CPU to run the scaler's code (scaled backward, unscale and inf check, skipped step,
+scale update) with forced overflows whose outcome does not depend on the CPU. The CUDA kernels themselves are
+only exercised on a GPU. The detector and YOLOv11-seg use ultralytics' own AMP
+(:func:`cervkit.yolo_env.amp_setting`).
 """
 
 from __future__ import annotations
@@ -23,10 +28,27 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AMP_DTYPE", "MixedPrecision", "resolve_amp"]
+__all__ = ["AMP_DTYPE", "CPU_AMP_DTYPE", "MixedPrecision", "amp_dtype", "resolve_amp"]
 
 AMP_DTYPE = torch.float16
-"""Autocast dtype of the AMP path (float16 with loss scaling, as in the usual CUDA recipe)."""
+"""Autocast dtype of the CUDA AMP path (float16 with loss scaling, the usual CUDA recipe)."""
+
+CPU_AMP_DTYPE = torch.bfloat16
+"""Autocast dtype on CPU: bfloat16 (PyTorch's CPU autocast type), which needs no loss scaling."""
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype for a device: float16 on CUDA, bfloat16 elsewhere.
+
+    Parameters
+    ----------
+    device : torch.device or str
+
+    Returns
+    -------
+    torch.dtype
+    """
+    return AMP_DTYPE if torch.device(device).type == "cuda" else CPU_AMP_DTYPE
 
 
 def resolve_amp(amp: bool | None, device: torch.device | str) -> bool:
@@ -56,7 +78,10 @@ class MixedPrecision:
     device : torch.device or str
         The device the model and batches live on.
     enabled : bool
-        AMP on (float16 autocast + GradScaler) or off (plain float32 steps).
+        AMP on (autocast, plus GradScaler for float16) or off (plain float32 steps).
+    dtype : torch.dtype, optional
+        Autocast dtype; default :func:`amp_dtype` of the device (float16 on CUDA, bfloat16 on CPU). Loss
+        scaling is used exactly when the dtype is float16.
 
     Attributes
     ----------
@@ -64,10 +89,14 @@ class MixedPrecision:
         Optimizer steps asked for, and those GradScaler skipped because a gradient was inf/NaN.
     """
 
-    def __init__(self, device: torch.device | str, enabled: bool) -> None:
+    def __init__(self, device: torch.device | str, enabled: bool, dtype: torch.dtype | None = None) -> None:
         self.device_type = torch.device(device).type
         self.enabled = bool(enabled)
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.enabled)
+        self.dtype = amp_dtype(device) if dtype is None else dtype
+        if self.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"autocast dtype must be float16 or bfloat16, got {self.dtype}")
+        self.scaled = self.enabled and self.dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.scaled)
         self.steps = 0
         self.skipped_steps = 0
 
@@ -84,7 +113,7 @@ class MixedPrecision:
         torch.Tensor or list of torch.Tensor
             float32, the same structure as the network's output (deep supervision gives a list).
         """
-        with torch.autocast(device_type=self.device_type, dtype=AMP_DTYPE, enabled=self.enabled):
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled):
             outputs = net(images)
         if isinstance(outputs, (list, tuple)):
             return [o.float() for o in outputs]
@@ -112,12 +141,12 @@ class MixedPrecision:
         """
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(self.forward(net, images), targets)
-        before = self.scaler.get_scale() if self.enabled else 1.0
+        before = self.scaler.get_scale() if self.scaled else 1.0
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
         self.steps += 1
-        if self.enabled and self.scaler.get_scale() < before:
+        if self.scaled and self.scaler.get_scale() < before:
             self.skipped_steps += 1
         return float(loss.detach())
 
@@ -133,7 +162,7 @@ class MixedPrecision:
         scheduler : torch.optim.lr_scheduler.LRScheduler
         """
         with warnings.catch_warnings():
-            if self.enabled:
+            if self.scaled:
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             scheduler.step()
 
@@ -149,7 +178,7 @@ class MixedPrecision:
         max_fraction : float
             Tolerated fraction of skipped steps.
         """
-        if self.enabled and self.steps and self.skipped_steps > max_fraction * self.steps:
+        if self.scaled and self.steps and self.skipped_steps > max_fraction * self.steps:
             warnings.warn(f"mixed precision skipped {self.skipped_steps} of {self.steps} optimizer steps "
                           "(float16 gradients overflowed); train with amp=False for this configuration",
                           RuntimeWarning, stacklevel=2)
@@ -160,8 +189,10 @@ class MixedPrecision:
         Returns
         -------
         dict
-            ``enabled``, ``dtype``, ``steps``, ``skipped_steps`` and ``final_scale`` (None when off).
+            ``enabled``, ``dtype``, ``loss_scaling``, ``steps``, ``skipped_steps`` and ``final_scale`` (None
+            without loss scaling).
         """
-        dtype = str(AMP_DTYPE).removeprefix("torch.") if self.enabled else "float32"
-        return {"enabled": self.enabled, "dtype": dtype, "steps": self.steps, "skipped_steps": self.skipped_steps,
-                "final_scale": float(self.scaler.get_scale()) if self.enabled else None}
+        dtype = str(self.dtype).removeprefix("torch.") if self.enabled else "float32"
+        return {"enabled": self.enabled, "dtype": dtype, "loss_scaling": self.scaled, "steps": self.steps,
+                "skipped_steps": self.skipped_steps,
+                "final_scale": float(self.scaler.get_scale()) if self.scaled else None}

@@ -249,8 +249,8 @@ def test_cli_train_and_predict(phantoms: Path, tmp_path: Path) -> None:
                    check=True, cwd=tmp_path, env=env, capture_output=True, timeout=300)
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["arguments"]["amp"] is False and config["amp"] == {"enabled": False, "dtype": "float32",
-                                                                     "steps": 2, "skipped_steps": 0,
-                                                                     "final_scale": None}
+                                                                     "loss_scaling": False, "steps": 2,
+                                                                     "skipped_steps": 0, "final_scale": None}
     image = load_manifest(phantoms).image_path(0)
     proc = subprocess.run([sys.executable, "-m", "cervkit", "predict", "--model", str(run), "--out", str(out),
                            "--device", "cpu", str(image)], cwd=tmp_path, env=env, capture_output=True, text=True,

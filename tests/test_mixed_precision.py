@@ -1,8 +1,10 @@
-"""Mixed precision: the float16 autocast + GradScaler path the trainers take on CUDA, run here on CPU.
+"""Mixed precision: the float16 autocast + GradScaler path the trainers take on CUDA, and CPU's bfloat16.
 
 PyTorch supports float16 autocast and GradScaler on CPU, so these tests exercise the same code the CUDA
-path runs (autocast, scaled backward, unscale, inf check, skipped step, scale update); only the CUDA
-kernels themselves need a GPU.
+path runs (autocast, scaled backward, unscale, inf check, skipped step, scale update) with an explicit
+``dtype=torch.float16``. None of them depends on how many float16 steps a given CPU overflows: overflows are
+forced (a loss × 1e35 is inf in float32 whatever the CPU), and the trainers' own AMP runs on CPU take
+bfloat16, which has float32's range and no loss scaling. Only the CUDA kernels themselves need a GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from cervkit.mixed_precision import MixedPrecision, resolve_amp
+from cervkit.mixed_precision import MixedPrecision, amp_dtype, resolve_amp
 
 
 class TwoHeads(nn.Module):
@@ -54,25 +56,41 @@ def test_resolve_amp_defaults_to_cuda_only() -> None:
     assert resolve_amp(True, "cpu") is True and resolve_amp(False, "cuda") is False
 
 
+def test_autocast_dtype_follows_the_device() -> None:
+    assert amp_dtype("cuda") is torch.float16 and amp_dtype(torch.device("cuda:0")) is torch.float16
+    assert amp_dtype("cpu") is torch.bfloat16
+    cpu, cuda_recipe = MixedPrecision("cpu", True), MixedPrecision("cpu", True, dtype=torch.float16)
+    assert cpu.dtype is torch.bfloat16 and not cpu.scaled and not cpu.scaler.is_enabled()
+    assert cuda_recipe.scaled and cuda_recipe.scaler.is_enabled()
+    assert not MixedPrecision("cpu", False, dtype=torch.float16).scaled
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        MixedPrecision("cpu", True, dtype=torch.float64)
+
+
 def test_amp_step_runs_float16_and_matches_the_float32_step() -> None:
     images, targets = _batch()
     net_amp, net_fp32 = TwoHeads(), TwoHeads()
     opt_amp = torch.optim.SGD(net_amp.parameters(), lr=0.1)
     opt_fp32 = torch.optim.SGD(net_fp32.parameters(), lr=0.1)
-    amp, fp32 = MixedPrecision("cpu", True), MixedPrecision("cpu", False)
+    amp, fp32 = MixedPrecision("cpu", True, dtype=torch.float16), MixedPrecision("cpu", False)
     loss_amp = amp.step(net_amp, images, targets, _bce, opt_amp)
     loss_fp32 = fp32.step(net_fp32, images, targets, _bce, opt_fp32)
     assert net_amp.seen == [torch.float16] and net_fp32.seen == [torch.float32]
     assert loss_amp == pytest.approx(loss_fp32, rel=1e-2)
     # gradients were unscaled before the step: with SGD a forgotten unscale would move weights 65536× further
+    if amp.skipped_steps:  # this CPU's float16 overflowed at scale 2**16: step again at the halved scale
+        amp.step(net_amp, images, targets, _bce, opt_amp)
+        assert amp.skipped_steps == 1, "float16 overflowed at scale 2**15 too"
     for p, q, p0 in zip(net_amp.parameters(), net_fp32.parameters(), TwoHeads().parameters()):
         step_amp, step_fp32 = (p - p0).detach(), (q - p0).detach()
         assert float(step_fp32.abs().max()) > 0
         torch.testing.assert_close(step_amp, step_fp32, rtol=0.05, atol=2e-3)
-    assert amp.summary() == {"enabled": True, "dtype": "float16", "steps": 1, "skipped_steps": 0,
-                             "final_scale": 65536.0}
-    assert fp32.summary() == {"enabled": False, "dtype": "float32", "steps": 1, "skipped_steps": 0,
-                              "final_scale": None}
+    summary = amp.summary()
+    assert summary["enabled"] is True and summary["dtype"] == "float16" and summary["loss_scaling"] is True
+    assert summary["steps"] == 1 and summary["final_scale"] in (65536.0, 32768.0)  # the step taken or skipped
+    assert summary["skipped_steps"] == (summary["final_scale"] == 32768.0)
+    assert fp32.summary() == {"enabled": False, "dtype": "float32", "loss_scaling": False, "steps": 1,
+                              "skipped_steps": 0, "final_scale": None}
 
 
 def test_disabled_amp_is_exactly_the_plain_float32_step() -> None:
@@ -94,7 +112,7 @@ def test_overflow_skips_the_step_and_halves_the_scale() -> None:
     net = TwoHeads()
     before = copy.deepcopy(net.state_dict())
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    precision = MixedPrecision("cpu", True)
+    precision = MixedPrecision("cpu", True, dtype=torch.float16)
 
     def huge(outputs: list[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
         return _bce(outputs, t) * 1e35  # × 65536 overflows float32: inf gradients
@@ -104,11 +122,27 @@ def test_overflow_skips_the_step_and_halves_the_scale() -> None:
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)  # the step was skipped
     assert precision.skipped_steps == 1 and precision.summary()["final_scale"] == 32768.0
-    precision.step(net, images, targets, _bce, opt)  # training goes on at the lower scale
-    assert precision.steps == 2 and precision.skipped_steps == 1
-    with pytest.warns(RuntimeWarning, match="skipped 1 of 2 optimizer steps.*amp=False"):
-        precision.warn_if_unstable(max_fraction=0.25)
+    precision.step(net, images, targets, huge, opt)  # a second overflow halves it again
+    assert precision.skipped_steps == 2 and precision.summary()["final_scale"] == 16384.0
+    assert precision.steps == 2
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 2 optimizer steps.*amp=False"):
+        precision.warn_if_unstable()
+
+
+def test_a_clean_float16_step_moves_the_weights() -> None:
+    """A loss that cannot overflow at a small initial scale: the scaled step is taken on any CPU."""
+    images, targets = _batch()
+    net = TwoHeads()
+    before = copy.deepcopy(net.state_dict())
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    precision = MixedPrecision("cpu", True, dtype=torch.float16)
+    precision.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)  # BCE gradients are < 1: no overflow at 1
+    precision.step(net, images, targets, _bce, opt)
+    assert precision.skipped_steps == 0 and precision.summary()["final_scale"] == 1.0
     assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        precision.warn_if_unstable()  # nothing skipped: no warning
 
 
 def test_scheduler_after_a_skipped_first_step_does_not_warn() -> None:
@@ -116,7 +150,7 @@ def test_scheduler_after_a_skipped_first_step_does_not_warn() -> None:
     net = TwoHeads()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    precision = MixedPrecision("cpu", True)
+    precision = MixedPrecision("cpu", True, dtype=torch.float16)
     precision.step(net, images, targets, lambda o, t: _bce(o, t) * 1e35, opt)
     assert precision.skipped_steps == 1
     with warnings.catch_warnings():
@@ -125,17 +159,25 @@ def test_scheduler_after_a_skipped_first_step_does_not_warn() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
-def test_amp_reduces_the_loss_over_steps() -> None:
+def test_cpu_bfloat16_amp_reduces_the_loss_over_steps() -> None:
+    """CPU's AMP (bfloat16, no scaler) cannot overflow, so training under it is checked on any CPU."""
     images, targets = _batch()
     net = TwoHeads()
     opt = torch.optim.AdamW(net.parameters(), lr=5e-2)
     precision = MixedPrecision("cpu", True)
     losses = [precision.step(net, images, targets, _bce, opt) for _ in range(30)]
+    assert net.seen[0] == torch.bfloat16
     assert losses[-1] < 0.7 * losses[0] and precision.skipped_steps == 0
+    assert precision.summary() == {"enabled": True, "dtype": "bfloat16", "loss_scaling": False, "steps": 30,
+                                   "skipped_steps": 0, "final_scale": None}
 
 
 def test_segmenter_and_whole_image_training_with_amp(tmp_path: Path, one_thread) -> None:
-    """Both trainers take the AMP path when asked (the CUDA default), record it and save usable models."""
+    """Both trainers take the AMP path when asked (the CUDA default), record it and save usable models.
+
+    On CPU that path autocasts to bfloat16 (no loss scaling), so no step can overflow and the outcome does not
+    depend on the processor; every warning is an error (no scheduler-order or "most steps skipped" warning).
+    """
     from cervkit.manifest import ensure_split
     from cervkit.segmenter import Segmenter, train_segmenter
     from cervkit.synth import make_phantom, write_phantom_dataset
@@ -156,10 +198,8 @@ def test_segmenter_and_whole_image_training_with_amp(tmp_path: Path, one_thread)
         config = json.loads((tmp_path / stage / "config.json").read_text())
         assert config["arguments"]["amp"] is True
         amp = config["amp"]
-        assert amp["enabled"] is True and amp["dtype"] == "float16" and amp["steps"] >= 1
-        # a fresh network overflows float16 at GradScaler's initial scale 2**16 for a few steps (halving the
-        # scale each time, as on CUDA), then trains: some steps must have been taken
-        assert amp["skipped_steps"] < amp["steps"] and amp["final_scale"] > 0
+        assert amp == {"enabled": True, "dtype": "bfloat16", "loss_scaling": False, "steps": amp["steps"],
+                       "skipped_steps": 0, "final_scale": None} and amp["steps"] >= 2
         model = loader.load(tmp_path / stage.split("/")[0], device="cpu")
         assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.model.parameters())
     probs = Segmenter.load(tmp_path / "crop", device="cpu").predict_crops(phantom.image, np.array([[30, 30, 60, 50]]))
