@@ -1,9 +1,9 @@
 """Benchmark the paper's comparison models on the real lumbar MRI data: test Dice / IoU / HD95 and s/image.
 
 For each ``--models`` entry (``unet3plus`` and ``deeplabv3plus`` on whole images, ``yolo-seg``; the
-cascades ``yolo-unet`` / ``yolo-deeplab`` work too) it trains a run with :func:`cervkit.train.train_run`
+cascades ``yolo-unet`` / ``yolo-deeplab`` work too) it trains a run with :func:`cervkit.training.train.train_run`
 on a patient-level split written under ``--out`` (never into the data folder), capped at ``--minutes`` of
-training per stage, then evaluates it on the test split with :func:`cervkit.evaluate.evaluate_predictor`
+training per stage, then evaluates it on the test split with :func:`cervkit.evaluation.evaluate.evaluate_predictor`
 and prints one summary row per model (mean and 95 % bootstrap CI of the per-image metrics, mean seconds
 per image, training seconds).
 
@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from cervkit.config import outputs_dir, real_mri_manifest
-    from cervkit.evaluate import evaluate_predictor, write_evaluation
-    from cervkit.manifest import ensure_split
-    from cervkit.runs import load_predictor, read_run_info
-    from cervkit.train import train_run
+    from cervkit.core.config import outputs_dir, real_mri_manifest
+    from cervkit.data.manifest import ensure_split
+    from cervkit.evaluation.evaluate import evaluate_predictor, write_evaluation
+    from cervkit.inference.registry import load_predictor
+    from cervkit.runs.folder import read_run_info
+    from cervkit.training.train import train_run
 
     manifest_path = real_mri_manifest()
     if manifest_path is None:

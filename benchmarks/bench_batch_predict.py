@@ -1,8 +1,8 @@
 """Issue 7's batch pre-annotation, measured: N phantom DICOMs at 512 x 512 through ``cervkit predict``.
 
-Writes N X-ray-style phantoms (:func:`cervkit.synth.make_phantom`) as DX DICOM files with a fake
+Writes N X-ray-style phantoms (:func:`cervkit.data.synth.phantom.make_phantom`) as DX DICOM files with a fake
 patient name and ID each (written once into ``<out>/inputs``, reused later), then runs
-:func:`cervkit.predict.predict_files` on the folder in this process, as ``python -m cervkit
+:func:`cervkit.inference.predict.predict_files` on the folder in this process, as ``python -m cervkit
 predict`` does, while a sampler thread records every 0.5 s the process's resident memory
 (RSS) and how many rows ``predictions.csv`` holds. It reports:
 
@@ -42,7 +42,7 @@ def write_dicom_phantoms(folder: Path, n: int, size: int, seed: int = 0) -> list
     from pydicom.data import get_testdata_file
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from cervkit.synth import make_phantom
+    from cervkit.data.synth.phantom import make_phantom
 
     folder.mkdir(parents=True, exist_ok=True)
     template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
@@ -125,8 +125,8 @@ def main() -> int:
     import contextlib
     import io
 
-    from cervkit.predict import predict_files
-    from cervkit.runs import load_predictor
+    from cervkit.inference.predict import predict_files
+    from cervkit.inference.registry import load_predictor
 
     out = Path(args.out)
     start = time.perf_counter()

@@ -30,12 +30,13 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cervkit.config import real_mri_manifest
-    from cervkit.evaluate import evaluate_predictor
-    from cervkit.io import read_image
-    from cervkit.manifest import load_manifest
-    from cervkit.runs import load_predictor, read_run_info
-    from cervkit.train import train_run
+    from cervkit.core.config import real_mri_manifest
+    from cervkit.data.manifest import load_manifest
+    from cervkit.evaluation.evaluate import evaluate_predictor
+    from cervkit.inference.registry import load_predictor
+    from cervkit.io.images import read_image
+    from cervkit.runs.folder import read_run_info
+    from cervkit.training.train import train_run
 
     if args.run:
         run = Path(args.run)

@@ -25,8 +25,8 @@ import pandas as pd
 
 def _gt_boxes(manifest: object, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Test images and their ground-truth boxes."""
-    from cervkit.instances import boxes_from_labels
-    from cervkit.io import read_image, read_mask
+    from cervkit.io.images import read_image, read_mask
+    from cervkit.labels.instances import boxes_from_labels
 
     part = manifest.subset(split=split)  # type: ignore[attr-defined]
     images, boxes = [], []
@@ -39,7 +39,7 @@ def _gt_boxes(manifest: object, split: str) -> tuple[list[np.ndarray], list[np.n
 def _score(weights: Path, images: list[np.ndarray], gts: list[np.ndarray], imgsz: int,
            conf: float) -> dict[str, float]:
     """Recall / precision at IoU 0.5 and predict time of one checkpoint on the test images."""
-    from cervkit.detector import Detector, match_boxes
+    from cervkit.inference.detector import Detector, match_boxes
 
     det = Detector.load(weights, imgsz=imgsz, device="cpu")
     det.predict(images[:1], conf=conf)  # warm-up
@@ -87,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cervkit.augment_offline import expand_dataset
-    from cervkit.config import outputs_dir, real_mri_manifest
-    from cervkit.detector import train_detector
-    from cervkit.detector_train import read_results
-    from cervkit.manifest import ensure_split, load_manifest
+    from cervkit.core.config import outputs_dir, real_mri_manifest
+    from cervkit.data.manifest import ensure_split, load_manifest
+    from cervkit.training.detector import read_results, train_detector
+    from cervkit.transforms.offline import expand_dataset
 
     real = real_mri_manifest()
     if real is None:

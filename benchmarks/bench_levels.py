@@ -5,9 +5,9 @@ Trains a YOLO-UNet cascade with the per-level detector (classes C2…C7) on X-ra
 predicts held-out phantoms (half with ``occlude=True``) and names the predicted bodies three ways:
 
 * ``detector``: the per-level detector's class of each kept box, as it is;
-* ``detector+order``: :func:`cervkit.levels.assign_levels` with those classes (a majority vote
+* ``detector+order``: :func:`cervkit.measurements.levels.assign_levels` with those classes (a majority vote
   fixed against the order and spacing of the bodies);
-* ``anatomy``: :func:`cervkit.levels.assign_levels` from order and anatomy alone (dens, tallest
+* ``anatomy``: :func:`cervkit.measurements.levels.assign_levels` from order and anatomy alone (dens, tallest
   body, spacing gaps).
 
 Per level C2…C7, a name is right when the predicted body carrying it overlaps the true body of
@@ -82,7 +82,7 @@ def score(levels: Mapping[int, str], unsure: bool, pred: np.ndarray, gt: np.ndar
         match the true ones one to one), ``shifted`` (a found body carries a wrong name),
         ``flagged`` (``unsure``), ``missed`` (the true levels no predicted body matches).
     """
-    from cervkit.matching import match_instances
+    from cervkit.evaluation.matching import match_instances
 
     match = match_instances(pred, gt, 0.5)
     true_of_pred = {m.pred_label: gt_level[m.gt_label] for m in match.matches}
@@ -134,8 +134,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def train(args: argparse.Namespace) -> Path:
     """Write the X-ray phantom training set and train the per-level cascade into ``args.out``."""
-    from cervkit.synth_dataset import write_phantom_dataset
-    from cervkit.train import train_run
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.training.train import train_run
 
     data = Path(args.data)
     manifest = data / "manifest.csv"
@@ -153,9 +153,9 @@ def train(args: argparse.Namespace) -> Path:
 
 def evaluate(run: Path, n_test: int, size: int, seed0: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict held-out phantoms (even index: C7 occluded) and score every naming method."""
-    from cervkit.levels import assign_levels
-    from cervkit.runs import load_predictor
-    from cervkit.synth import make_phantom
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.inference.registry import load_predictor
+    from cervkit.measurements.levels import assign_levels
 
     predictor = load_predictor(run, device="cpu")
     names = predictor.detector.names

@@ -2,7 +2,7 @@
 
 Draws ``--n`` phantoms per style at ``--size`` px (X-ray: seeds ``--seed0`` …, MRI: the next
 ``--n`` seeds, since a seed's label map and angles are the same in both styles), measures
-each true label map with :func:`cervkit.measure.measure_spine` (levels and anterior side decided
+each true label map with :func:`cervkit.measurements.spine.measure_spine` (levels and anterior side decided
 by the method, not given) and compares with the angles the phantom was drawn with
 (``geometry["c2c7_cobb_deg"]``, ``geometry["adjacent_endplate_angles_deg"]``). Prints mean, 95th
 percentile and max of the absolute errors per style and angle kind, lists the worst cases, and
@@ -42,8 +42,8 @@ def phantom_errors(style: str, seed: int, size: int) -> list[dict[str, Any]]:
         One row per angle: style, seed, kind (``cobb`` or ``adjacent``), pair, true, measured,
         error (measured − true, NaN when not measured), anterior side right, levels right.
     """
-    from cervkit.measure import measure_spine
-    from cervkit.synth import make_phantom
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.measurements.spine import measure_spine
 
     ph = make_phantom(style, seed=seed, size=(size, size))
     geo = ph.geometry

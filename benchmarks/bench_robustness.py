@@ -1,7 +1,7 @@
 """Robustness of a trained cascade to simulated scanner / sequence / field-of-view shifts (issue 3).
 
 Evaluates a run on the test split of its own ``split.csv``, first as is and then under every shift of
-:data:`cervkit.shift.SHIFTS` over its severity grid (T1-like contrast, inversion, gamma, contrast,
+:data:`cervkit.transforms.shift.SHIFTS` over its severity grid (T1-like contrast, inversion, gamma, contrast,
 window, bias field, Rician noise, blur, down-up resampling, zoom out / in). Per shifted image: Dice
 of the whole foreground, detection rate (ground-truth bodies matched at IoU >= 0.5), HD95 in mm
 (pixel spacing from the manifest, scaled by the zoom) and ``dice_gt_boxes``, the Dice of stage 2
@@ -30,9 +30,9 @@ import torch
 
 def _dice_with_gt_boxes(predictor: object, image: np.ndarray, labels: np.ndarray) -> float:
     """Stage 2 alone: the segmenter on the ground-truth boxes, pasted as the cascade does; foreground Dice."""
-    from cervkit.cascade import paste_by_probability
-    from cervkit.instances import boxes_from_labels
-    from cervkit.metrics import dice
+    from cervkit.evaluation.metrics import dice
+    from cervkit.inference.cascade import paste_by_probability
+    from cervkit.labels.instances import boxes_from_labels
 
     segmenter = getattr(predictor, "segmenter", None)
     boxes = boxes_from_labels(labels)
@@ -48,11 +48,11 @@ def _dice_with_gt_boxes(predictor: object, image: np.ndarray, labels: np.ndarray
 def evaluate_shifts(run: Path, shifts: list[str] | None = None, *, split: str = "test",
                     limit: int | None = None) -> pd.DataFrame:
     """One row per (condition, image): dice, detection_rate, tp, n_gt, n_pred, hd95 (mm), dice_gt_boxes."""
-    from cervkit.io import read_image, read_mask
-    from cervkit.manifest import load_manifest
-    from cervkit.metrics import image_metrics
-    from cervkit.runs import load_predictor
-    from cervkit.shift import apply_shift, shift_grid
+    from cervkit.data.manifest import load_manifest
+    from cervkit.evaluation.matching import image_metrics
+    from cervkit.inference.registry import load_predictor
+    from cervkit.io.images import read_image, read_mask
+    from cervkit.transforms.shift import apply_shift, shift_grid
 
     table = load_manifest(run / "split.csv").subset(split=split)
     rows_in = list(table.rows())[:limit]
@@ -92,7 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="outputs/runs/real_default", help="a trained cascade run folder")
     parser.add_argument("--out", help="output folder (default outputs/bench_robustness/<run name>)")
-    parser.add_argument("--shifts", nargs="*", help="subset of cervkit.shift.SHIFTS (default: all)")
+    parser.add_argument("--shifts", nargs="*", help="subset of cervkit.transforms.shift.SHIFTS (default: all)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, help="only the first N images (smoke test)")
     parser.add_argument("--threads", type=int, default=1)
@@ -100,7 +100,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cervkit.fileutil import atomic_path, check_writable
+    from cervkit.core.files import atomic_path, check_writable
 
     run = Path(args.run)
     out = Path(args.out or Path("outputs/bench_robustness") / run.name)

@@ -1,14 +1,14 @@
 """Benchmark the stage-2 crop segmenter on the real lumbar MRI data (ground-truth boxes).
 
-For each configuration ``encoder:cat_channels:crop_size`` it trains :func:`cervkit.segmenter.train_segmenter`
+For each configuration ``encoder:cat_channels:crop_size`` it trains :func:`cervkit.training.segmenter.train_segmenter`
 on the train split (patient-level split written under --out, never into the data folder), then measures
 with ground-truth boxes (no jitter), on the val and test splits:
 
 * per crop: Dice / IoU of ``prob > 0.5`` against ``labels == k`` inside each window;
 * per image: every crop's probability pasted into a full-size (N, H, W) stack with
-  :func:`cervkit.instances.paste_crop`, argmax where the max probability exceeds 0.5 (overlaps resolved by
+  :func:`cervkit.labels.instances.paste_crop`, argmax where the max probability exceeds 0.5 (overlaps resolved by
   probability), compared with the ground-truth label map: foreground Dice / IoU and the mean per-vertebra
-  Dice of :func:`cervkit.metrics.image_metrics`;
+  Dice of :func:`cervkit.evaluation.matching.image_metrics`;
 * the time of ``predict_crops`` for 7 boxes of one image (median of 20 calls).
 
 Example (about 15 minutes per configuration on 2 CPU cores)::
@@ -30,15 +30,16 @@ import pandas as pd
 
 def _pairs(manifest: object, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images and ground-truth label maps of one split."""
-    from cervkit.crop_dataset import load_samples
+    from cervkit.training.crop_dataset import load_samples
 
     return load_samples(manifest.subset(split=split))  # type: ignore[attr-defined]
 
 
 def evaluate_split(seg: object, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Per-crop and per-image Dice / IoU of a segmenter given ground-truth boxes."""
-    from cervkit.instances import boxes_from_labels, paste_crop
-    from cervkit.metrics import dice, image_metrics, iou
+    from cervkit.evaluation.matching import image_metrics
+    from cervkit.evaluation.metrics import dice, iou
+    from cervkit.labels.instances import boxes_from_labels, paste_crop
 
     crop_d, crop_i, img_d, img_i, vert_d = [], [], [], [], []
     for image, labels in pairs:
@@ -62,7 +63,7 @@ def evaluate_split(seg: object, pairs: list[tuple[np.ndarray, np.ndarray]]) -> d
 
 def time_predict(seg: object, pairs: list[tuple[np.ndarray, np.ndarray]], repeats: int = 20) -> float:
     """Median milliseconds of predict_crops on the first image with 7 boxes."""
-    from cervkit.instances import boxes_from_labels
+    from cervkit.labels.instances import boxes_from_labels
 
     image, labels = next(((im, lab) for im, lab in pairs if lab.max() >= 7), pairs[0])
     boxes = boxes_from_labels(labels)[:7]
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from cervkit.config import real_mri_manifest
-    from cervkit.manifest import ensure_split
-    from cervkit.segmenter import Segmenter, train_segmenter
+    from cervkit.core.config import real_mri_manifest
+    from cervkit.data.manifest import ensure_split
+    from cervkit.inference.segmenter import Segmenter
+    from cervkit.training.segmenter import train_segmenter
 
     source = args.manifest or real_mri_manifest()
     if source is None:

@@ -1,33 +1,48 @@
 """cervkit: YOLO-UNet segmentation of cervical vertebral bodies, in notebooks.
 
-Importing the package is cheap and has no side effects: submodules (``io``,
-``manifest``, ``synth`` …) are imported on first use.
+Importing the package is cheap and has no side effects: it loads the one-line API (:mod:`cervkit.api`,
+whose functions import their work when called) and the subpackages, whose ``__init__`` files import
+nothing heavy. The subpackages follow the data's path::
+
+    core → io → data → labels → transforms → models → training / inference → runs → evaluation
+         → measurements → export → editor → cli
+
+See the README's "Architecture" section for what each owns.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cervkit import (
+    cli,
+    core,
+    data,
+    editor,
+    evaluation,
+    export,
+    inference,
+    io,
+    labels,
+    measurements,
+    models,
+    runs,
+    training,
+    transforms,
+)
+from cervkit.api import MaskEditor, load_model, measure, read_image, read_mask, segment
+from cervkit.core.config import data_dir, quick_mode, real_mri_manifest
+from cervkit.core.errors import CervkitInputError, ManifestError
+from cervkit.core.image import Image
+from cervkit.core.version import __version__
 
-from cervkit.config import data_dir, quick_mode, real_mri_manifest
-from cervkit.errors import CervkitInputError, ManifestError
-from cervkit.image import Image
-
-__version__ = "0.1.0"
-
-_SUBMODULES = {
-    "io", "manifest", "synth", "instances", "augment", "models", "detector", "segmenter",
-    "split", "cascade", "metrics", "matching", "yolo_env", "yolo_dataset", "detector_train", "runs", "train", "predict", "evaluate", "viz", "editor", "export", "measure", "levels", "bodies", "endplates", "cli",
-    "dicom", "nifti", "fileutil", "preprocess", "datasets", "config", "notebook_runner",
-}
+SUBPACKAGES = ("core", "io", "data", "labels", "transforms", "models", "training", "inference", "runs",
+               "evaluation", "measurements", "export", "editor", "cli")
+"""The subpackages, in the order data flows through them."""
 
 __all__ = [
-    "CervkitInputError", "Image", "ManifestError", "data_dir", "quick_mode",
-    "real_mri_manifest", "__version__", *sorted(_SUBMODULES),
+    "CervkitInputError", "Image", "ManifestError", "MaskEditor", "__version__", "data_dir", "load_model",
+    "measure", "quick_mode", "read_image", "read_mask", "real_mri_manifest", "segment", *SUBPACKAGES,
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"cervkit.{name}")
-    raise AttributeError(f"module 'cervkit' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,5 +1,5 @@
-"""``python -m cervkit …``: see :mod:`cervkit.cli`."""
+"""``python -m cervkit …``: see :mod:`cervkit.cli.main`."""
 
-from cervkit.cli import main
+from cervkit.cli.main import main
 
 raise SystemExit(main())

@@ -188,7 +188,7 @@ def save_figure(fig, name: str, folder: Path | None = None, *, dpi: int = 110) -
     pathlib.Path
         The written file.
     """
-    from cervkit.config import outputs_dir
+    from cervkit.core.config import outputs_dir
 
     folder = folder or outputs_dir() / "figures"
     folder.mkdir(parents=True, exist_ok=True)

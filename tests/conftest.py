@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def real_manifest_path() -> Path:
     """Path of ``$CERVKIT_DATA_DIR/mri_lumbar_t2/manifest.csv``; skips the test when unavailable."""
-    from cervkit.config import real_mri_manifest
+    from cervkit.core.config import real_mri_manifest
 
     path = real_mri_manifest()
     if path is None:

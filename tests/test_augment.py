@@ -12,10 +12,10 @@ from PIL import Image as PILImage
 from scipy import ndimage
 from skimage.draw import ellipse
 
-from cervkit import augment as aug
-from cervkit.augment_offline import expand_dataset
-from cervkit.errors import CervkitInputError
-from cervkit.instances import boxes_from_labels, relabel_top_to_bottom
+from cervkit.core.errors import CervkitInputError
+from cervkit.labels.instances import boxes_from_labels, relabel_top_to_bottom
+from cervkit.transforms import augment as aug
+from cervkit.transforms.offline import expand_dataset
 
 SHAPE = (160, 128)
 SEEDS = range(25)

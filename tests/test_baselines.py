@@ -19,11 +19,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cervkit.cascade import CascadePrediction
-from cervkit.errors import CervkitInputError
-from cervkit.instances import boxes_from_labels
-from cervkit.whole_image import WholeImageDataset, WholeImageModel, prepare_image, prob_to_instances
-from cervkit.yolo_seg import masks_to_labels
+from cervkit.core.errors import CervkitInputError
+from cervkit.inference.cascade import CascadePrediction
+from cervkit.inference.whole_image import (
+    WholeImageModel,
+    prepare_image,
+    prob_to_instances,
+)
+from cervkit.inference.yolo_seg import masks_to_labels
+from cervkit.labels.instances import boxes_from_labels
+from cervkit.training.whole_image import WholeImageDataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +150,7 @@ def test_whole_image_predict_maps_back_to_input_size() -> None:
 def test_recalibrate_batchnorm_averages_the_loader() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from cervkit.whole_image_train import recalibrate_batchnorm
+    from cervkit.training.whole_image import recalibrate_batchnorm
 
     net = torch.nn.Sequential(torch.nn.BatchNorm2d(1))
     data = torch.arange(4 * 1 * 3 * 3, dtype=torch.float32).reshape(4, 1, 3, 3) * 0.5 + 2.0
@@ -163,9 +168,9 @@ def test_recalibrate_batchnorm_averages_the_loader() -> None:
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight small X-ray phantoms with a patient-level split (path of the split manifest)."""
-    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
-    from cervkit.manifest import ensure_split
-    from cervkit.synth import write_phantom_dataset
+    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("baselines")
     path = write_phantom_dataset(root / "ph", 8, size=(96, 96), seed=3)
@@ -176,10 +181,11 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("model", ["unet3plus", "deeplabv3plus", "yolo-seg"])
 def test_train_run_writes_a_loadable_run(model: str, phantoms: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from cervkit.io import read_image
-    from cervkit.manifest import load_manifest
-    from cervkit.runs import load_predictor, read_run_info
-    from cervkit.train import train_run
+    from cervkit.data.manifest import load_manifest
+    from cervkit.inference.registry import load_predictor
+    from cervkit.io.images import read_image
+    from cervkit.runs.folder import read_run_info
+    from cervkit.training.train import train_run
 
     monkeypatch.setenv("CERVKIT_OUTPUTS", str(tmp_path / "outputs"))
     run = train_run(phantoms, tmp_path / "run", model=model, quick=True, imgsz=64, device="cpu")
@@ -209,9 +215,9 @@ def test_train_run_writes_a_loadable_run(model: str, phantoms: Path, tmp_path: P
 
 
 def test_yolo_seg_dataset_polygons_match_masks(phantoms: Path, tmp_path: Path) -> None:
-    from cervkit.io import read_mask
-    from cervkit.yolo_labels import read_yolo_seg_labels
-    from cervkit.yolo_seg import build_yolo_seg_dataset
+    from cervkit.io.images import read_mask
+    from cervkit.labels.yolo import read_yolo_seg_labels
+    from cervkit.training.yolo_seg import build_yolo_seg_dataset
 
     data_yaml = build_yolo_seg_dataset(phantoms, tmp_path / "data")
     sources = pd.read_csv(data_yaml.parent / "sources.csv")
@@ -226,8 +232,8 @@ def test_yolo_seg_dataset_polygons_match_masks(phantoms: Path, tmp_path: Path) -
 
 
 def test_time_cap_and_foreign_checkpoint(phantoms: Path, tmp_path: Path) -> None:
-    from cervkit.models import build_segmentation_model, save_checkpoint
-    from cervkit.whole_image_train import train_whole_image
+    from cervkit.models.factory import build_segmentation_model, save_checkpoint
+    from cervkit.training.whole_image import train_whole_image
 
     result = train_whole_image(phantoms, tmp_path / "run", model="deeplabv3plus", size=32, epochs=5,
                                max_minutes=0.0, quick=False, device="cpu")
@@ -239,7 +245,7 @@ def test_time_cap_and_foreign_checkpoint(phantoms: Path, tmp_path: Path) -> None
 
 
 def test_cli_train_and_predict(phantoms: Path, tmp_path: Path) -> None:
-    from cervkit.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest
 
     env = {**os.environ, "CERVKIT_OUTPUTS": str(tmp_path / "outputs"),  # this checkout, whatever is installed
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from cervkit.cascade import Cascade, paste_by_probability
+from cervkit.inference.cascade import Cascade, paste_by_probability
 
 
 def test_overlap_resolved_by_probability_not_order() -> None:

@@ -17,15 +17,27 @@ from PIL import Image as PILImage
 from scipy import ndimage
 from scipy.stats import wilcoxon
 
-from cervkit import metrics
-from cervkit.cascade import CascadePrediction
-from cervkit.compare import format_table2, paired_comparison, paired_differences, table2, write_comparison
-from cervkit.compare_figures import boxplots, choose_figure5_images, figure5
-from cervkit.cli import main
-from cervkit.errors import CervkitInputError
-from cervkit.evaluate import Evaluation, evaluate_predictor, read_evaluation, write_evaluation
-from cervkit.instances import boxes_from_labels, relabel_top_to_bottom
-from cervkit.manifest import manifest_from_records, save_manifest
+from cervkit.cli.main import main
+from cervkit.core.errors import CervkitInputError
+from cervkit.data.table import manifest_from_records, save_manifest
+from cervkit.evaluation import metrics
+from cervkit.evaluation.compare import (
+    format_table2,
+    paired_comparison,
+    paired_differences,
+    table2,
+)
+from cervkit.evaluation.evaluate import (
+    Evaluation,
+    evaluate_predictor,
+    read_evaluation,
+    write_evaluation,
+)
+from cervkit.evaluation.figures import boxplots, choose_figure5_images, figure5
+from cervkit.evaluation.report import write_comparison
+from cervkit.inference.cascade import CascadePrediction
+from cervkit.labels.instances import boxes_from_labels, relabel_top_to_bottom
+
 
 def _evaluation(dice: list[float], hd95: list[float], *, unit: str = "mm", names: list[str] | None = None,
                 dataset: str | None = None, seconds: float = 0.1) -> Evaluation:
@@ -161,7 +173,7 @@ def scenes(tmp_path: Path):
                         "modality": "XR", "pixel_spacing_mm": 0.5})
     manifest = manifest_from_records(records, tmp_path)
     path = save_manifest(manifest, tmp_path / "manifest.csv")
-    from cervkit.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest
 
     return load_manifest(path)
 
@@ -209,15 +221,15 @@ def test_compare_from_folders_figures_and_cli(scenes, tmp_path: Path, capsys) ->
     assert list(cli_table["dataset"].unique()) == ["scenes"] and len(cli_table) == 3
     assert "HD95 (mm)" in capsys.readouterr().out
     assert main(["compare", "--out", str(tmp_path / "cli2"), "--no-figures", f"yolo-unet={folders['unet3plus']}",
-                 f"unet3plus=/nonexistent"]) == 2   # bad input: an error message, not a traceback
+                 "unet3plus=/nonexistent"]) == 2   # bad input: an error message, not a traceback
 
 
 def test_evaluation_json_records_the_run(scenes, tmp_path: Path, monkeypatch) -> None:
-    import cervkit.runs
-    from cervkit.evaluate import evaluate_run
+    import cervkit.inference.registry
+    from cervkit.evaluation.evaluate import evaluate_run
 
-    monkeypatch.setattr(cervkit.runs, "load_predictor", lambda run, device=None: Shifted(0))
-    monkeypatch.setattr(cervkit.runs, "read_run_info", lambda run: {"model": "yolo-unet"})
+    monkeypatch.setattr(cervkit.inference.registry, "load_predictor", lambda run, device=None: Shifted(0))
+    monkeypatch.setattr(cervkit.runs.folder, "read_run_info", lambda run: {"model": "yolo-unet"})
     ev = evaluate_run(tmp_path / "somerun", scenes, split=None, progress=False, n_boot=20)
     out = write_evaluation(ev, tmp_path / "e")
     info = json.loads((out / "evaluation.json").read_text())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from cervkit import config, datasets
-from cervkit.errors import CervkitInputError, ManifestError
+from cervkit.core import config
+from cervkit.core.errors import CervkitInputError, ManifestError
+from cervkit.data import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

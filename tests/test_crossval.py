@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cervkit.evaluate
-import cervkit.train
-from cervkit.cli import main
-from cervkit.crossval import cross_validate, fold_splits, read_crossval
-from cervkit.errors import CervkitInputError
-from cervkit.evaluate import Evaluation
-from cervkit.manifest import manifest_from_records, save_manifest
+import cervkit.evaluation.evaluate
+import cervkit.training.train
+from cervkit.cli.main import main
+from cervkit.core.errors import CervkitInputError
+from cervkit.data.table import manifest_from_records, save_manifest
+from cervkit.evaluation.crossval import cross_validate, fold_splits, read_crossval
+from cervkit.evaluation.evaluate import Evaluation
 
 
 def _write_files(manifest) -> None:
@@ -93,8 +93,8 @@ def fake_training(monkeypatch):
                                "seconds": 0.5})
         return Evaluation(images, pd.DataFrame(), pd.DataFrame(), {"run": str(run)})
 
-    monkeypatch.setattr(cervkit.train, "train_run", train_run)
-    monkeypatch.setattr(cervkit.evaluate, "evaluate_run", evaluate_run)
+    monkeypatch.setattr(cervkit.training.train, "train_run", train_run)
+    monkeypatch.setattr(cervkit.evaluation.evaluate, "evaluate_run", evaluate_run)
     return calls
 
 

@@ -12,12 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cervkit.detector import Detections, box_iou, match_boxes, to_detections, to_uint8_rgb
-from cervkit.errors import CervkitInputError
-from cervkit.instances import boxes_from_labels
-from cervkit.io import read_mask
-from cervkit.yolo_dataset import build_yolo_dataset, detector_input
-from cervkit.yolo_labels import read_yolo_labels
+from cervkit.core.errors import CervkitInputError
+from cervkit.inference.detector import (
+    Detections,
+    box_iou,
+    detector_input,
+    match_boxes,
+    to_detections,
+    to_uint8_rgb,
+)
+from cervkit.io.images import read_mask
+from cervkit.labels.yolo import read_yolo_labels
+from cervkit.training.yolo_dataset import build_yolo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory):
     """Eight small X-ray phantoms (labels 1..6 = C2..C7) with a patient-level split."""
-    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
-    from cervkit.manifest import ensure_split
-    from cervkit.synth import write_phantom_dataset
+    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantoms")
     path = write_phantom_dataset(root / "ph", 8, size=(128, 128), seed=3)
@@ -112,7 +118,7 @@ def test_equalized_input_ignores_increasing_remaps() -> None:
 
 
 def test_dataset_writes_the_normalized_images(phantoms, tmp_path: Path) -> None:
-    from cervkit.io import read_image
+    from cervkit.io.images import read_image
 
     data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", input_norm="equalize")
     written = sorted((data_yaml.parent / "images" / "train").glob("*.png"))[0]
@@ -152,7 +158,7 @@ def test_box_matching() -> None:
 @pytest.fixture(scope="module")
 def tiny_run(phantoms, tmp_path_factory: pytest.TempPathFactory):
     """A 2-epoch imgsz-128 training run, made with the cwd in an empty folder."""
-    from cervkit.detector import train_detector
+    from cervkit.training.detector import train_detector
 
     root = tmp_path_factory.mktemp("run")
     cwd = root / "cwd"
@@ -182,7 +188,7 @@ def test_train_writes_run_folder(tiny_run) -> None:
 def test_loaded_detector_applies_its_training_normalization(tiny_run, tmp_path: Path) -> None:
     import shutil
 
-    from cervkit.detector import Detector
+    from cervkit.inference.detector import Detector
 
     run, _ = tiny_run
     assert Detector.load(run.weights.parent.parent.parent).input_norm == "none"
@@ -200,8 +206,8 @@ def test_loaded_detector_applies_its_training_normalization(tiny_run, tmp_path: 
 
 
 def test_predict_maps_to_input_coordinates(tiny_run, phantoms) -> None:
-    from cervkit.detector import Detector
-    from cervkit.io import read_image
+    from cervkit.inference.detector import Detector
+    from cervkit.io.images import read_image
 
     run, _ = tiny_run
     det = Detector.load(run.run_dir.parent)
@@ -255,13 +261,14 @@ def test_offline_train_and_predict_touch_no_network(phantoms, tmp_path: Path) ->
     (tmp_path / "site" / "sitecustomize.py").write_text(_GUARD)
     script = textwrap.dedent(f"""
         import numpy as np, socket
-        from cervkit.manifest import load_manifest
-        from cervkit.detector import Detector, train_detector
+        from cervkit.data.manifest import load_manifest
+        from cervkit.inference.detector import Detector
+        from cervkit.training.detector import train_detector
         run = train_detector(load_manifest({str(phantoms.path)!r}), {str(tmp_path / 'run')!r}, epochs=1,
                              imgsz=64, batch=4, device="cpu", quick=False)
         out = Detector.load(run.weights).predict([np.zeros((50, 70), np.float32)], conf=0.001)
         from ultralytics import utils
-        from cervkit.yolo_env import config_dir
+        from cervkit.core.ultralytics_env import config_dir
         assert utils.ONLINE is False and utils.SETTINGS["sync"] is False
         assert (config_dir() / "Arial.ttf").is_file()
         import os
@@ -294,21 +301,21 @@ def test_ema_callback_shortens_memory() -> None:
 
     import torch
 
-    from cervkit.detector_train import _ema_callback
-    from cervkit.yolo_env import import_ultralytics
+    from cervkit.core.ultralytics_env import import_ultralytics
+    from cervkit.training.detector import ema_callback
 
     import_ultralytics()
     from ultralytics.utils.torch_utils import ModelEMA
 
     trainer = SimpleNamespace(ema=ModelEMA(torch.nn.Linear(2, 2)))
     assert trainer.ema.decay(50) < 0.03  # ultralytics' default ramp: still ~random weights after 50 steps
-    _ema_callback(0.99, 50.0)(trainer)
+    ema_callback(0.99, 50.0)(trainer)
     assert math.isclose(trainer.ema.decay(50), 0.99 * (1 - math.exp(-1)))
 
 
 def test_max_minutes_caps_training(phantoms, tmp_path: Path) -> None:
     """The wall-clock cap stops after the epoch in which it ran out (ultralytics' `time` would fill it)."""
-    from cervkit.detector import train_detector
+    from cervkit.training.detector import train_detector
 
     run = train_detector(phantoms, tmp_path / "run", epochs=5, imgsz=96, batch=4, device="cpu", quick=False,
                          max_minutes=1e-4)
@@ -319,9 +326,9 @@ def test_ultralytics_leaves_pil_open_alone(tmp_path: Path) -> None:
     """After cervkit imports ultralytics, a broken image still raises cervkit's clear error, not a pip attempt."""
     from PIL import Image as PILImage
 
-    from cervkit.errors import CervkitInputError
-    from cervkit.io import read_image
-    from cervkit.yolo_env import import_ultralytics
+    from cervkit.core.errors import CervkitInputError
+    from cervkit.core.ultralytics_env import import_ultralytics
+    from cervkit.io.images import read_image
 
     import_ultralytics()
     from ultralytics.utils import patches
@@ -334,7 +341,7 @@ def test_ultralytics_leaves_pil_open_alone(tmp_path: Path) -> None:
 
 
 def test_choose_classes_levels_only_for_a_consistent_range(phantoms) -> None:
-    from cervkit.yolo_dataset import choose_classes
+    from cervkit.training.yolo_dataset import choose_classes
 
     assert choose_classes(phantoms) == ("levels", ["C2", "C3", "C4", "C5", "C6", "C7"])
     mixed = phantoms.with_df(phantoms.df.assign(levels=""))

@@ -1,4 +1,4 @@
-"""Tests of DICOM reading (cervkit.dicom through cervkit.io.read_image) on pydicom's test files.
+"""Tests of DICOM reading (cervkit.io.dicom through cervkit.io.images.read_image) on pydicom's test files.
 
 Expected images are computed here independently with pydicom's own LUT
 functions and the DICOM standard's output ranges (PS3.3 C.11.2.1.2).
@@ -15,8 +15,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from cervkit.errors import CervkitInputError
-from cervkit.io import read_image
+from cervkit.core.errors import CervkitInputError
+from cervkit.io.images import read_image
 
 
 def _file(name: str) -> Path:

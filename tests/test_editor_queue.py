@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cervkit.core.errors import CervkitInputError
+from cervkit.data.manifest import load_manifest
 from cervkit.editor.queue import CorrectionQueue
 from cervkit.editor.tools import paint_stroke
-from cervkit.errors import CervkitInputError
-from cervkit.io import read_mask, write_png
-from cervkit.manifest import load_manifest
+from cervkit.io.images import read_mask, write_png
 
 SHAPE = (40, 56)
 CONFIDENCES = {"b": 0.9, "a": 0.2, "d": float("nan"), "c": 0.5}   # file order b, a, d, c

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cervkit.editor import EditorState, codec, tools
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.image import Image
+from cervkit.editor import codec, tools
 from cervkit.editor.keys import BRUSH_SIZES, SHORTCUTS
 from cervkit.editor.persist import sidecar_path
-from cervkit.errors import CervkitInputError
-from cervkit.image import Image
+from cervkit.editor.state import EditorState
 
 
 # ---------------------------------------------------------------- references
@@ -356,7 +357,7 @@ def test_handle_key_applies_kernel_actions() -> None:
 
 # ---------------------------------------------------------------- autosave, recover
 def test_autosave_after_every_change_and_recover(tmp_path: Path) -> None:
-    from cervkit.io import read_mask, write_png
+    from cervkit.io.images import read_mask, write_png
 
     rng = np.random.default_rng(4)
     image = rng.random((64, 48)).astype(np.float32)
@@ -390,7 +391,8 @@ def test_autosave_after_every_change_and_recover(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- exports
 def test_exports_never_overwrite_and_read_back_equal(tmp_path: Path) -> None:
-    from cervkit.io import read_mask, read_nifti_spacing
+    from cervkit.io.images import read_mask
+    from cervkit.io.nifti import read_nifti_spacing
     from cervkit.viz import overlay
 
     rng = np.random.default_rng(5)
@@ -451,7 +453,7 @@ def test_failing_export_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: 
 def test_from_image_array_image_and_real_files(real_manifest_path: Path) -> None:
     import pandas as pd
 
-    from cervkit.io import read_image, read_mask
+    from cervkit.io.images import read_image, read_mask
 
     row = pd.read_csv(real_manifest_path).iloc[0]
     img_path = real_manifest_path.parent / row["image"]

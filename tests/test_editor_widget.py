@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cervkit.editor import EditorState
+from cervkit.core.errors import CervkitInputError
 from cervkit.editor.codec import apply_patch, decode_labels
 from cervkit.editor.keys import resize_brush
+from cervkit.editor.state import EditorState
 from cervkit.editor.tools import paint_stroke
 from cervkit.editor.widget import MaskEditor
-from cervkit.errors import CervkitInputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_trait_payloads_stay_small() -> None:
 
 
 def test_export_writes_three_files_and_refuses_overwrite(pair, tmp_path: Path) -> None:
-    from cervkit.io import read_mask
+    from cervkit.io.images import read_mask
 
     editor, _ = pair
     editor.apply_stroke([(70, 20)])
@@ -256,8 +256,8 @@ def test_load_array_path_and_autosave(tmp_path: Path) -> None:
 
 
 def test_load_manifest_row(real_manifest_path: Path) -> None:
-    from cervkit.io import read_mask
-    from cervkit.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest
+    from cervkit.io.images import read_mask
 
     row = load_manifest(real_manifest_path, check_files=False).row(0)
     editor = MaskEditor(np.zeros((8, 8), np.float32), level_names={1: "L1"})

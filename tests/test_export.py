@@ -1,4 +1,4 @@
-"""Round trips and privacy of the standard exports (cervkit.export, cervkit.dicom_seg)."""
+"""Round trips and privacy of the standard exports (cervkit.export.bundle, cervkit.export.dicom_seg)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,22 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cervkit.errors import CervkitInputError
-from cervkit.export import (
-    export_all, export_paths, export_stem, read_dicom_seg, read_measurements, write_dicom_seg,
-    write_label_nifti, write_label_png, write_measurements, write_overlay_png,
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.image import Image
+from cervkit.export.bundle import (
+    export_all,
+    export_paths,
+    export_stem,
+    read_measurements,
+    write_label_nifti,
+    write_label_png,
+    write_measurements,
+    write_overlay_png,
 )
-from cervkit.image import Image
-from cervkit.io import read_mask, read_nifti_spacing
-from cervkit.privacy import pseudonym
+from cervkit.export.dicom_seg import read_dicom_seg, write_dicom_seg
+from cervkit.io.images import read_mask
+from cervkit.io.nifti import read_nifti_spacing
+from cervkit.io.privacy import pseudonym
 from cervkit.viz import label_colors
 
 NAME, PID = "Doe^Jane", "SECRET-123"
@@ -181,8 +189,8 @@ def test_real_cr_with_zero_spacing(tmp_path: Path) -> None:
 
 
 def test_measurements_equal_measure(tmp_path: Path) -> None:
-    from cervkit.measure import measure_spine, measure_vertebrae
-    from cervkit.synth import make_phantom
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.measurements.spine import measure_spine, measure_vertebrae
 
     ph = make_phantom("xray", seed=3, size=(160, 160))
     names = {k: f"C{k + 1}" for k in range(1, 7)}
@@ -226,12 +234,12 @@ def test_not_dicom_source_and_partial_failure(tmp_path: Path) -> None:
 
 
 def test_failed_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cervkit.export
+    import cervkit.export.bundle
 
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cervkit.export, "write_measurements", boom)
+    monkeypatch.setattr(cervkit.export.bundle, "write_measurements", boom)
     labels = _boxes((40, 50))
     with pytest.raises(OSError, match="disk full"):
         export_all(labels, np.zeros((40, 50)), tmp_path / "d", source_dicom=_dx_source(tmp_path))
@@ -261,7 +269,7 @@ def test_no_silent_overwrite_and_stems(tmp_path: Path) -> None:
 
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cervkit.cli import main
+    from cervkit.cli.main import main
 
     src = _dx_source(tmp_path)
     mask = write_label_png(tmp_path / "src" / "mask.png", _boxes((40, 50)))

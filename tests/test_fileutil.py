@@ -1,4 +1,4 @@
-"""Tests of cervkit.fileutil: atomic writes, overwrite protection, checksums."""
+"""Tests of cervkit.core.files: atomic writes, overwrite protection, checksums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cervkit.fileutil import atomic_path, atomic_write_bytes, check_writable, sha256_file
+from cervkit.core.files import (
+    atomic_path,
+    atomic_write_bytes,
+    check_writable,
+    sha256_file,
+)
 
 
 def test_atomic_write_bytes_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -22,10 +22,10 @@ def _digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A quick X-ray-phantom cascade run (``old``) and MRI phantoms standing in for corrected images."""
-    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
-    from cervkit.manifest import ensure_split
-    from cervkit.synth import write_phantom_dataset
-    from cervkit.train import train_run
+    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.training.train import train_run
 
     root = tmp_path_factory.mktemp("finetune")
     mp = pytest.MonkeyPatch()
@@ -42,7 +42,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def resumed(work: dict[str, Path]) -> dict[str, object]:
     """Fine-tune ``old`` on the corrected set through the command line; digests of ``old`` before and after."""
-    from cervkit.cli import main
+    from cervkit.cli.main import main
 
     before = _digests(work["old"])
     new = work["root"] / "new"
@@ -52,9 +52,10 @@ def resumed(work: dict[str, Path]) -> dict[str, object]:
 
 
 def test_resumed_run_loads_and_old_run_is_untouched(work: dict[str, Path], resumed: dict) -> None:
-    from cervkit.io import read_image
-    from cervkit.manifest import load_manifest
-    from cervkit.runs import load_predictor, read_run_info
+    from cervkit.data.manifest import load_manifest
+    from cervkit.inference.registry import load_predictor
+    from cervkit.io.images import read_image
+    from cervkit.runs.folder import read_run_info
 
     assert resumed["status"] == 0
     assert resumed["after"] == resumed["before"], "the resumed run's files must stay byte-identical"
@@ -80,8 +81,8 @@ def test_resumed_run_loads_and_old_run_is_untouched(work: dict[str, Path], resum
 def test_first_epoch_starts_from_the_old_weights(work: dict[str, Path], resumed: dict) -> None:
     from ultralytics.nn.tasks import load_checkpoint as load_yolo
 
-    from cervkit.finetune import state_checksum
-    from cervkit.models import load_checkpoint
+    from cervkit.models.factory import load_checkpoint
+    from cervkit.training.finetune import state_checksum
 
     old, new = work["old"], resumed["new"]
     det_new = json.loads((new / "detector" / "config.json").read_text())
@@ -104,7 +105,7 @@ def test_first_epoch_starts_from_the_old_weights(work: dict[str, Path], resumed:
 
 
 def test_fine_tuning_budget_is_smaller(work: dict[str, Path], resumed: dict) -> None:
-    from cervkit.finetune import FINETUNE_SEGMENTER
+    from cervkit.training.finetune import FINETUNE_SEGMENTER
 
     seg_new = json.loads((resumed["new"] / "segmenter" / "config.json").read_text())["arguments"]
     seg_old = json.loads((work["old"] / "segmenter" / "config.json").read_text())["arguments"]
@@ -114,8 +115,9 @@ def test_fine_tuning_budget_is_smaller(work: dict[str, Path], resumed: dict) -> 
 
 
 def test_conflicts_are_named_before_anything_is_written(work: dict[str, Path], tmp_path: Path) -> None:
-    from cervkit.manifest import load_manifest, save_manifest
-    from cervkit.train import train_run
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.table import save_manifest
+    from cervkit.training.train import train_run
 
     old, corrected = work["old"], work["corrected"]
     cases = [({"out": old / "again"}, "never changes the old one"),
@@ -142,8 +144,10 @@ def test_conflicts_are_named_before_anything_is_written(work: dict[str, Path], t
 
 
 def test_explicit_classes_re_head_the_detector(work: dict[str, Path], tmp_path: Path) -> None:
-    from cervkit.finetune import load_resume_source, plan_stages
-    from cervkit.manifest import load_manifest, save_manifest, split_by_patient
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.split import split_by_patient
+    from cervkit.data.table import save_manifest
+    from cervkit.training.finetune import load_resume_source, plan_stages
 
     five = load_manifest(work["corrected"])
     path = save_manifest(five.with_df(five.df.assign(n_vertebrae=5, levels="")), tmp_path / "five.csv")
@@ -159,10 +163,11 @@ def test_explicit_classes_re_head_the_detector(work: dict[str, Path], tmp_path: 
 
 
 def test_whole_image_baseline_resumes(work: dict[str, Path], tmp_path: Path) -> None:
-    from cervkit.finetune import state_checksum
-    from cervkit.models import load_checkpoint
-    from cervkit.runs import load_predictor, read_run_info
-    from cervkit.train import train_run
+    from cervkit.inference.registry import load_predictor
+    from cervkit.models.factory import load_checkpoint
+    from cervkit.runs.folder import read_run_info
+    from cervkit.training.finetune import state_checksum
+    from cervkit.training.train import train_run
 
     options = {"epochs": 1, "encoder_name": "mobilenet_v2"}
     old = train_run(work["root"] / "split.csv", tmp_path / "old", model="unet3plus", quick=True, imgsz=64,
@@ -179,7 +184,7 @@ def test_whole_image_baseline_resumes(work: dict[str, Path], tmp_path: Path) -> 
 
 
 def test_state_checksum_follows_values_not_order_or_precision() -> None:
-    from cervkit.finetune import state_checksum
+    from cervkit.training.finetune import state_checksum
 
     a = {"w": torch.tensor([0.5, -1.25]), "b": torch.tensor([2.0]), "n": torch.tensor(3)}
     b = {"b": torch.tensor([2.0], dtype=torch.float16), "w": torch.tensor([0.5, -1.25]), "n": torch.tensor(7)}

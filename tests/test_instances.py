@@ -8,9 +8,9 @@ import pytest
 from PIL import Image as PILImage
 from skimage.draw import ellipse
 
-from cervkit import instances as inst
-from cervkit import yolo_labels
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
+from cervkit.labels import instances as inst
+from cervkit.labels import yolo as yolo_labels
 
 # (row0, row1, col0, col1) of well-separated rectangles, top to bottom
 RECTS = [(5, 20, 10, 40), (30, 50, 15, 45), (60, 72, 8, 30)]
@@ -126,7 +126,7 @@ def test_yolo_detection_round_trip(tmp_path) -> None:
     assert all(len(v.split(".")[1]) == 6 for v in lines[0].split()[1:])
     cx = (boxes[0, 0] + boxes[0, 2]) / 2 / shape[1]
     assert float(lines[0].split()[1]) == pytest.approx(cx, abs=1e-6)
-    back, back_cls = inst.read_yolo_labels(path, shape)  # also reachable through cervkit.instances
+    back, back_cls = yolo_labels.read_yolo_labels(path, shape)
     assert np.allclose(back, boxes, rtol=0, atol=1e-5 * max(shape))
     assert back_cls.tolist() == classes.tolist()
 

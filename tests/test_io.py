@@ -1,4 +1,4 @@
-"""Tests of cervkit.io: raster images, label masks, NIfTI, PNG writing, resizing, real data."""
+"""Tests of cervkit.io.images: raster images, label masks, NIfTI, PNG writing, resizing, real data."""
 
 from __future__ import annotations
 
@@ -11,17 +11,11 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from cervkit.errors import CervkitInputError
-from cervkit.image import Image
-from cervkit.io import (
-    binarize,
-    read_image,
-    read_mask,
-    read_nifti_spacing,
-    resize_image,
-    write_nifti,
-    write_png,
-)
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.image import Image
+from cervkit.io.images import binarize, read_image, read_mask, write_png
+from cervkit.io.nifti import read_nifti_spacing, write_nifti
+from cervkit.io.resize import resize_image
 
 RNG = np.random.default_rng(7)
 REC709 = np.array([0.2125, 0.7154, 0.0721])  # luminance weights (ITU-R BT.709)

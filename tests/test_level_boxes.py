@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cervkit.level_boxes import chain_positions, select_level_boxes, spine_chain
+from cervkit.inference.level_boxes import (
+    chain_positions,
+    select_level_boxes,
+    spine_chain,
+)
 
 
 def _column(n: int, *, pitch: float = 30.0, height: float = 24.0, top: float = 10.0) -> np.ndarray:

@@ -12,11 +12,21 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from cervkit.errors import CervkitInputError, ManifestError
-from cervkit.manifest import (
-    Manifest, assign_folds, check_no_leak, ensure_split, kfold_splits, largest_remainder,
-    load_manifest, manifest_from_records, read_manifest, save_manifest, split_by_patient,
-    summary, validate_manifest,
+from cervkit.core.errors import CervkitInputError, ManifestError
+from cervkit.data.checks import check_no_leak, validate_manifest
+from cervkit.data.manifest import ensure_split, load_manifest
+from cervkit.data.split import (
+    assign_folds,
+    kfold_splits,
+    largest_remainder,
+    split_by_patient,
+    summary,
+)
+from cervkit.data.table import (
+    Manifest,
+    manifest_from_records,
+    read_manifest,
+    save_manifest,
 )
 
 HEADER = ["image", "mask", "patient_id", "modality", "extra_note", "slice_index"]
@@ -330,7 +340,7 @@ def test_ensure_split_writes_once_and_reuses(dataset: Path) -> None:
 
 
 def test_ensure_split_unwritable_folder_asks_for_out_path(dataset: Path, monkeypatch) -> None:
-    import cervkit.manifest as mod
+    import cervkit.data.manifest as mod
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
@@ -352,7 +362,7 @@ def test_subset_and_rows(dataset: Path) -> None:
 
 def test_split_of_shared_data_goes_to_outputs(real_manifest_path: Path, outputs_tmp: Path) -> None:
     """cervkit never writes into CERVKIT_DATA_DIR: the default split file lands under outputs/splits."""
-    from cervkit.manifest import default_split_path, ensure_split
+    from cervkit.data.manifest import default_split_path, ensure_split
 
     before = sorted(p.name for p in real_manifest_path.parent.iterdir())
     target = default_split_path(real_manifest_path)

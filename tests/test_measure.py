@@ -1,4 +1,4 @@
-"""Tests of cervkit.measure and cervkit.levels against shapes of known geometry.
+"""Tests of cervkit.measurements.spine and cervkit.measurements.levels against shapes of known geometry.
 
 Test columns are drawn here with skimage.draw.polygon from chosen corners (pixel centres
 at integer coordinates, so the expected pixel-edge coordinates are corners + 0.5); expected
@@ -11,15 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 from skimage.draw import polygon
 from skimage.io import imread
 from skimage.segmentation import find_boundaries
-from scipy import ndimage
 
-from cervkit.bodies import body_stats, dens_offset
-from cervkit.errors import CervkitInputError
-from cervkit.levels import CERVICAL_LEVELS, LevelAssignment, assign_levels
-from cervkit.measure import CORNERS, cobb_angle_deg, measure_spine, measure_vertebrae
+from cervkit.core.errors import CervkitInputError
+from cervkit.measurements.bodies import body_stats, dens_offset
+from cervkit.measurements.endplates import CORNERS
+from cervkit.measurements.levels import CERVICAL_LEVELS, LevelAssignment, assign_levels
+from cervkit.measurements.spine import cobb_angle_deg, measure_spine, measure_vertebrae
 
 LUMBAR = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
 
@@ -233,7 +234,7 @@ def test_unnamed_levels_and_bad_input() -> None:
 
 
 def test_synthetic_phantoms_cobb_and_levels() -> None:
-    synth = pytest.importorskip("cervkit.synth", reason="cervkit.synth (phantom generator) not importable")
+    synth = pytest.importorskip("cervkit.data.synth.phantom", reason="cervkit.data.synth.phantom (phantom generator) not importable")
     cobb_err, level_hits, side_hits, corner_err = [], 0, 0, []
     # both styles; spacing ~0.3 mm, endplates ~45 px long. Seeds 36 and 175 are nearly straight
     # columns facing right, which the centroid curve alone read as facing left (Cobb sign flipped).
@@ -285,7 +286,7 @@ def test_real_lumbar_masks(real_manifest_path) -> None:
 
 
 def test_phantom_levels_with_c7_missing_are_flagged_not_shifted() -> None:
-    synth = pytest.importorskip("cervkit.synth", reason="cervkit.synth (phantom generator) not importable")
+    synth = pytest.importorskip("cervkit.data.synth.phantom", reason="cervkit.data.synth.phantom (phantom generator) not importable")
     for seed, style in [(1, "xray"), (2, "mri"), (5, "xray")]:
         ph = synth.make_phantom(style, seed=seed, size=(512, 512), occlude=True if style == "xray" else None)
         c7 = ph.geometry["label_of_level"]["C7"]

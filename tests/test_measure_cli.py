@@ -1,4 +1,4 @@
-"""Tests of ``python -m cervkit measure`` and cervkit.measure_batch on phantom masks of known angles.
+"""Tests of ``python -m cervkit measure`` and cervkit.measurements.batch on phantom masks of known angles.
 
 Expected angles come from the phantom geometry (corners of the drawn polygons), never from
 the code under test.
@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from cervkit.errors import CervkitInputError
-from cervkit.measure_batch import measure_files, vertebrae_csv_path
-from cervkit.nifti import write_nifti
-from cervkit.synth import make_phantom
+from cervkit.core.errors import CervkitInputError
+from cervkit.data.synth.phantom import make_phantom
+from cervkit.io.nifti import write_nifti
+from cervkit.measurements.batch import measure_files, vertebrae_csv_path
 
 
 def _write_png(path: Path, labels: np.ndarray) -> Path:
@@ -108,8 +108,8 @@ def test_draw_measurements_lines_at_the_corners(phantoms: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cervkit.measure import measure_spine
-    from cervkit.viz_measure import draw_measurements
+    from cervkit.measurements.figures import draw_measurements
+    from cervkit.measurements.spine import measure_spine
 
     ph = phantoms["p3"][1]
     spine = measure_spine(ph.labels, ph.spacing_mm)

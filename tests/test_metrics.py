@@ -1,4 +1,4 @@
-"""Tests of cervkit.metrics and cervkit.matching against hand counts, known geometry and brute force."""
+"""Tests of cervkit.evaluation.metrics and cervkit.evaluation.matching against hand counts, known geometry and brute force."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ from scipy.stats import wilcoxon
 from skimage.metrics import hausdorff_distance
 from skimage.segmentation import find_boundaries
 
-from cervkit import metrics as M
-from cervkit.errors import CervkitInputError
-from cervkit.matching import detection_summary, match_instances, per_vertebra_metrics
+from cervkit.core.errors import CervkitInputError
+from cervkit.evaluation import metrics as M
+from cervkit.evaluation.matching import (
+    detection_summary,
+    image_and_vertebra_metrics,
+    image_metrics,
+    match_instances,
+    per_vertebra_metrics,
+)
 
 
 # ---------------------------------------------------------------- independent references
@@ -165,7 +171,7 @@ def test_label_maps_are_binarised_per_image() -> None:
 
 
 def test_iou_matrix_matches_direct_computation() -> None:
-    from cervkit.matching import iou_matrix
+    from cervkit.evaluation.matching import iou_matrix
 
     gt = stack()
     pred = np.roll(stack(), 7, axis=0) * 3  # labels 3, 6, 9, … shifted by 7 rows
@@ -223,12 +229,12 @@ def test_image_metrics_combines_everything() -> None:
     gt = stack()
     pred = np.roll(gt, 2, axis=0)
     pred[pred == 3] = 0
-    out = M.image_metrics(pred, gt, spacing_mm=(1.0, 1.0))
+    out = image_metrics(pred, gt, spacing_mm=(1.0, 1.0))
     per_gt = [M.dice(pred == g, gt == g) if g != 3 else 0.0 for g in range(1, 6)]
     assert out["mean_vertebra_dice"] == pytest.approx(np.mean(per_gt))
     assert out["dice"] == pytest.approx(M.dice(pred > 0, gt > 0))
     assert (out["n_gt"], out["n_pred"], out["tp"], out["fn"], out["fp"]) == (5, 4, 4, 1, 0)
-    empty = M.image_metrics(np.zeros_like(gt), np.zeros_like(gt))
+    empty = image_metrics(np.zeros_like(gt), np.zeros_like(gt))
     assert empty["detection_rate"] == 1.0 and empty["mean_vertebra_dice"] == 1.0 and empty["empty"] == "both"
 
 
@@ -271,13 +277,13 @@ def test_real_mask_against_itself_and_shifted(real_manifest_path: Path) -> None:
     gt = np.asarray(PILImage.open(real_manifest_path.parent / row["mask"]))
     assert gt.ndim == 2 and gt.max() >= 1
     spacing = (float(row["pixel_spacing_mm"]),) * 2
-    same = M.image_metrics(gt, gt, spacing)
+    same = image_metrics(gt, gt, spacing)
     assert same["dice"] == 1.0 and same["hd"] == 0.0 and same["detection_rate"] == 1.0
     assert same["mean_vertebra_dice"] == 1.0
     shifted = np.zeros_like(gt)
     shifted[2:] = gt[:-2]  # 2 pixels down
     assert not gt[-2:].any()  # nothing falls off the image
-    out, table = M.image_and_vertebra_metrics(shifted, gt, spacing)
+    out, table = image_and_vertebra_metrics(shifted, gt, spacing)
     assert out["hd_px"] == pytest.approx(2.0)  # a translation by 2 moves the top/bottom edges by 2
     assert out["hd_px"] == pytest.approx(ref_hd(shifted > 0, gt > 0))
     assert out["hd_mm"] == pytest.approx(2 * spacing[0])

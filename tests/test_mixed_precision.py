@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from cervkit.mixed_precision import MixedPrecision, amp_dtype, resolve_amp
+from cervkit.training.mixed_precision import MixedPrecision, amp_dtype, resolve_amp
 
 
 class TwoHeads(nn.Module):
@@ -178,11 +178,13 @@ def test_segmenter_and_whole_image_training_with_amp(tmp_path: Path, one_thread)
     On CPU that path autocasts to bfloat16 (no loss scaling), so no step can overflow and the outcome does not
     depend on the processor; every warning is an error (no scheduler-order or "most steps skipped" warning).
     """
-    from cervkit.manifest import ensure_split
-    from cervkit.segmenter import Segmenter, train_segmenter
-    from cervkit.synth import make_phantom, write_phantom_dataset
-    from cervkit.whole_image import WholeImageModel
-    from cervkit.whole_image_train import train_whole_image
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.inference.segmenter import Segmenter
+    from cervkit.inference.whole_image import WholeImageModel
+    from cervkit.training.segmenter import train_segmenter
+    from cervkit.training.whole_image import train_whole_image
 
     data = write_phantom_dataset(tmp_path / "ph", 8, style="mri", size=(96, 96), n_patients=8)
     split = ensure_split(data / "manifest.csv" if data.is_dir() else data, tmp_path / "split.csv",

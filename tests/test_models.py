@@ -12,9 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 from cervkit.models.encoders import EncoderWeightsError, build_encoder
-from cervkit.models.factory import build_segmentation_model, load_checkpoint, model_summary, save_checkpoint
+from cervkit.models.factory import (
+    build_segmentation_model,
+    load_checkpoint,
+    model_summary,
+    save_checkpoint,
+)
 from cervkit.models.losses import bce_dice_loss, deep_supervision_loss, dice_loss
 from cervkit.models.unet3plus import FullScaleBranch, UNet3Plus, pad_to_multiple
 
@@ -312,9 +317,10 @@ def _block_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("network access attempted")
 
+    import socket
+
     import huggingface_hub
     import huggingface_hub.file_download
-    import socket
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cervkit.notebook_runner import find_notebooks, run_all
+from cervkit.cli.notebooks import find_notebooks, run_all
 
 
 def _write(path: Path, *sources: str) -> None:

@@ -35,7 +35,7 @@ def test_notebook_shape(path: Path) -> None:
     number = path.name[:2]
     title = _src(cells[0])
     assert cells[0]["cell_type"] == "markdown" and re.match(rf"# {number} · \S", title), "title cell"
-    assert f"colab.research.google.com/github/" in title and f"notebooks/{path.name}" in title, "Colab badge"
+    assert "colab.research.google.com/github/" in title and f"notebooks/{path.name}" in title, "Colab badge"
     assert re.search(r"time to run", title, re.I), "time to run"
     code = [c for c in cells if c["cell_type"] == "code"]
     setup = _src(code[0])

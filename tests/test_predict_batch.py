@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
-from cervkit.cascade import CascadePrediction
-from cervkit.confidence import image_confidence
-from cervkit.manifest import load_manifest
-from cervkit.predict import collect_inputs, iter_inputs, predict_files
-from cervkit.predict_queue import COLUMNS, QUEUE_COLUMNS
-from cervkit.privacy import dicom_patient_key, modality_code, pseudonym, redact
+from cervkit.data.manifest import load_manifest
+from cervkit.inference.batch_rows import COLUMNS, QUEUE_COLUMNS
+from cervkit.inference.cascade import CascadePrediction
+from cervkit.inference.confidence import image_confidence
+from cervkit.inference.predict import collect_inputs, iter_inputs, predict_files
+from cervkit.io.privacy import dicom_patient_key, modality_code, pseudonym, redact
 
 NAME, PATIENT_ID = "Doe^Jane", "SECRET-123"
 
@@ -205,10 +205,10 @@ def test_names_hash_and_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch cascade on six 64 px phantoms (it may find nothing: these tests are about files)."""
-    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
-    from cervkit.manifest import ensure_split
-    from cervkit.synth import write_phantom_dataset
-    from cervkit.train import train_run
+    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.training.train import train_run
 
     root = tmp_path_factory.mktemp("batch_run")
     mp = pytest.MonkeyPatch()
@@ -223,7 +223,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(capfd: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, bytes]:
     """Run ``cervkit predict`` in this process; return its exit status and everything it printed (fd level)."""
-    from cervkit.cli import main
+    from cervkit.cli.main import main
 
     capfd.readouterr()
     status = main(["predict", *map(str, args)])

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image as PILImage
 from scipy import ndimage
 
-from cervkit import metrics
-from cervkit.cascade import CascadePrediction
-from cervkit.evaluate import evaluate_predictor, write_evaluation
-from cervkit.instances import boxes_from_labels, relabel_top_to_bottom
-from cervkit.manifest import manifest_from_records
-from cervkit.predict import collect_inputs, predict_files
+from cervkit.data.table import manifest_from_records
+from cervkit.evaluation import metrics
+from cervkit.evaluation.evaluate import evaluate_predictor, write_evaluation
+from cervkit.inference.cascade import CascadePrediction
+from cervkit.inference.predict import collect_inputs, predict_files
+from cervkit.labels.instances import boxes_from_labels, relabel_top_to_bottom
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cervkit.errors import CervkitInputError
-from cervkit.runs import load_predictor, read_run_info, start_run, write_run_info
+from cervkit.core.errors import CervkitInputError
+from cervkit.inference.registry import load_predictor
+from cervkit.runs.folder import read_run_info, start_run, write_run_info
 
 
 def test_start_run_records_arguments_and_refuses_non_empty(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_unfinished_or_foreign_runs_are_refused(tmp_path: Path) -> None:
 
 
 def test_assemble_run_needs_both_stages(tmp_path: Path) -> None:
-    from cervkit.runs import assemble_run
+    from cervkit.runs.folder import assemble_run
 
     run = tmp_path / "run"
     (run / "detector" / "weights").mkdir(parents=True)

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cervkit.crop_dataset import CropDataset, crop_window, normalise_crop
-from cervkit.instances import boxes_from_labels, paste_crop, resize
-from cervkit.segmenter import CropPrediction, Segmenter
+from cervkit.inference.segmenter import CropPrediction, Segmenter
+from cervkit.labels.crops import crop_window, normalise_crop
+from cervkit.labels.instances import boxes_from_labels, paste_crop, resize
+from cervkit.training.crop_dataset import CropDataset
 
 
 @pytest.fixture(scope="module")
 def phantoms() -> list[tuple[np.ndarray, np.ndarray]]:
-    from cervkit.synth import make_phantom
+    from cervkit.data.synth.phantom import make_phantom
 
     return [(p.image, p.labels) for p in (make_phantom("mri", seed=s, size=(128, 128)) for s in range(3))]
 
@@ -129,10 +130,9 @@ def test_normalise_crop_is_scale_free() -> None:
 
 
 def test_train_two_epochs_writes_run_and_reloads(tmp_path: Path, one_thread) -> None:
-    from cervkit.manifest import ensure_split
-    from cervkit.segmenter import train_segmenter
-    from cervkit.segmenter_train import evaluate_crops
-    from cervkit.synth import write_phantom_dataset
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.training.segmenter import evaluate_crops, train_segmenter
 
     data = write_phantom_dataset(tmp_path / "ph", 6, style="mri", size=(128, 128), n_patients=6)
     manifest = data / "manifest.csv" if data.is_dir() else data
@@ -166,9 +166,10 @@ def test_train_two_epochs_writes_run_and_reloads(tmp_path: Path, one_thread) -> 
 
 
 def test_deeplab_baseline_uses_the_same_training_code(tmp_path: Path, one_thread) -> None:
-    from cervkit.manifest import ensure_split
-    from cervkit.segmenter import train_segmenter
-    from cervkit.synth import make_phantom, write_phantom_dataset
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.training.segmenter import train_segmenter
 
     phantom = make_phantom("mri", seed=11, size=(96, 96))
     image, labels = phantom.image, phantom.labels
@@ -185,7 +186,7 @@ def test_deeplab_baseline_uses_the_same_training_code(tmp_path: Path, one_thread
 
 
 def test_real_mri_crops(real_manifest_path: Path) -> None:
-    from cervkit.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest
 
     manifest = load_manifest(real_manifest_path, check_files=False)
     part = manifest.with_df(manifest.df.iloc[:3])

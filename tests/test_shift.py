@@ -1,14 +1,25 @@
-"""Domain-shift transforms (cervkit.shift) and the detector's scanner augmentation (cervkit.augment_scanner)."""
+"""Domain-shift transforms (cervkit.transforms.shift) and the detector's scanner augmentation (cervkit.transforms.scanner)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cervkit.errors import CervkitInputError
-from cervkit.instances import boxes_from_labels
-from cervkit.shift import SHIFTS, apply_shift, bias_field, contrast, gamma, invert, resample, rician_noise, \
-    shift_grid, t1_like, zoom
+from cervkit.core.errors import CervkitInputError
+from cervkit.labels.instances import boxes_from_labels
+from cervkit.transforms.shift import (
+    SHIFTS,
+    apply_shift,
+    bias_field,
+    contrast,
+    gamma,
+    invert,
+    resample,
+    rician_noise,
+    shift_grid,
+    t1_like,
+    zoom,
+)
 
 
 def _phantom(h: int = 80, w: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +60,8 @@ def test_t1_like_inverts_fluid_tissue_order_and_keeps_air_dark() -> None:
 
 
 def test_t1_like_on_real_t2_makes_bodies_brighter_than_fluid(real_manifest_path) -> None:
-    from cervkit.io import read_image, read_mask
-    from cervkit.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest
+    from cervkit.io.images import read_image, read_mask
 
     m = load_manifest(real_manifest_path)
     image, labels = read_image(m.image_path(0)).array, read_mask(m.mask_path(0))
@@ -145,8 +156,8 @@ def test_apply_shift_rejects_unknown_and_grid_is_complete() -> None:
 
 
 def test_detector_scanner_augmentation_roundtrips_and_keeps_gray_uint8() -> None:
-    from cervkit.augment import seed_transform
-    from cervkit.augment_scanner import A, RandomIntensityCurve, detector_transforms
+    from cervkit.transforms.augment import seed_transform
+    from cervkit.transforms.scanner import A, RandomIntensityCurve, detector_transforms
 
     assert detector_transforms(0.0) == []
     stored = [A.to_dict(t) for t in detector_transforms(1.0)]  # what ultralytics keeps in checkpoints

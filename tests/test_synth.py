@@ -1,4 +1,4 @@
-"""Tests of the synthetic cervical phantoms (cervkit.synth) and their dataset writer."""
+"""Tests of the synthetic cervical phantoms (cervkit.data.synth.phantom) and their dataset writer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from PIL import Image as PILImage
 from scipy import ndimage
 from skimage.draw import polygon as sk_polygon
 
-from cervkit.synth import PhantomSpec, make_phantom, write_phantom_dataset
+from cervkit.data.synth.dataset import write_phantom_dataset
+from cervkit.data.synth.phantom import PhantomSpec, make_phantom
 
 LEVELS = ["C2", "C3", "C4", "C5", "C6", "C7"]
 CASES = [("xray", 0), ("xray", 3), ("mri", 1), ("mri", 4)]
@@ -207,7 +208,7 @@ def test_dataset_round_trip(tmp_path: Path) -> None:
         assert g["id"] == Path(r["image"]).stem and g["style"] == r["style"] and g["seed"] == int(r["seed"])
         assert r["levels"] == "C2,C3,C4,C5,C6,C7" and r["n_vertebrae"] == "6"
         assert float(r["pixel_spacing_mm"]) == pytest.approx(g["spacing_mm"][0], rel=1e-5)
-        assert r["source"] == "cervkit.synth" and r["license"] == "CC0-1.0, generated"
+        assert r["source"] == "cervkit.data.synth.phantom" and r["license"] == "CC0-1.0, generated"
         widths_mm = [v["width_px"] * g["spacing_mm"][1] for v in g["vertebrae"].values()]
         by_patient.setdefault(r["patient_id"], []).append(widths_mm)
         # the geometry is reproducible from the seeds it records

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import cervkit.synth  # noqa: F401  (import order: synth before synth_dataset)
-    from cervkit.manifest import ensure_split
-    from cervkit.synth import write_phantom_dataset
+    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.synth.dataset import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("train")
     path = write_phantom_dataset(root / "ph", 8, size=(96, 96), seed=5)
@@ -24,11 +24,12 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_yolo_unet_run_is_complete_and_per_level(phantoms: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from cervkit.cascade import Cascade, CascadePrediction
-    from cervkit.io import read_image
-    from cervkit.manifest import load_manifest
-    from cervkit.runs import load_predictor, read_run_info
-    from cervkit.train import train_run
+    from cervkit.data.manifest import load_manifest
+    from cervkit.inference.cascade import Cascade, CascadePrediction
+    from cervkit.inference.registry import load_predictor
+    from cervkit.io.images import read_image
+    from cervkit.runs.folder import read_run_info
+    from cervkit.training.train import train_run
 
     monkeypatch.setenv("CERVKIT_OUTPUTS", str(tmp_path / "outputs"))
     run = train_run(phantoms, tmp_path / "run", quick=True, imgsz=64, device="cpu")
@@ -46,8 +47,9 @@ def test_yolo_unet_run_is_complete_and_per_level(phantoms: Path, tmp_path: Path,
 
 
 def test_levels_refused_when_masks_cover_different_ranges(phantoms: Path, tmp_path: Path) -> None:
-    from cervkit.manifest import load_manifest, save_manifest
-    from cervkit.train import train_run
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.table import save_manifest
+    from cervkit.training.train import train_run
 
     manifest = load_manifest(phantoms)
     df = manifest.df.assign(levels="")

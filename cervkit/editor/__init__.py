@@ -6,15 +6,15 @@ flood fill, clean-ups, add/delete vertebra) as undoable steps, autosaves
 crash-safely and exports PNG / overlay / NIfTI without silent overwrites.
 :mod:`cervkit.editor.tools` has the array operations as pure functions and
 :mod:`cervkit.editor.codec` the compact text encodings the view uses.
-:class:`MaskEditor` (the anywidget view, :mod:`cervkit.editor.widget`) is loaded on
-first use, so importing this package never imports ipywidgets or anywidget; so are
-:class:`CorrectionQueue` (:mod:`cervkit.editor.queue`: walk predicted drafts, accept or
-flag each into a corrected dataset) and its view :class:`QueueEditor`.
+:class:`~cervkit.editor.widget.MaskEditor` (:mod:`cervkit.editor.widget`) is the anywidget view;
+:class:`~cervkit.editor.queue.CorrectionQueue` (:mod:`cervkit.editor.queue`) walks predicted drafts,
+accepting or flagging each into a corrected dataset, and :mod:`cervkit.editor.queue_widget` is its view.
+This ``__init__`` imports nothing, so importing the package never loads widgets.
 
 Examples
 --------
 >>> import numpy as np
->>> from cervkit.editor import EditorState
+>>> from cervkit.editor.state import EditorState
 >>> state = EditorState(np.zeros((64, 64), np.float32))
 >>> state.stroke([(10, 10), (40, 12)])
 (2, 2, 48, 20)
@@ -23,38 +23,3 @@ Examples
 >>> int(state.labels.max())
 0
 """
-
-from __future__ import annotations
-
-from cervkit.editor.codec import (
-    apply_patch,
-    decode_labels,
-    encode_labels,
-    encode_patch,
-    rle_decode,
-    rle_encode,
-)
-from cervkit.editor.keys import BRUSH_SIZES, SHORTCUTS, TOOLS
-from cervkit.editor.state import CLEAN_OPS, EditorState
-
-__all__ = [
-    "BRUSH_SIZES", "CLEAN_OPS", "SHORTCUTS", "TOOLS", "EditorState", "apply_patch", "decode_labels",
-    "encode_labels", "encode_patch", "rle_decode", "rle_encode", "MaskEditor",
-    "CorrectionQueue", "QueueEditor",
-]
-
-
-def __getattr__(name: str):
-    if name == "MaskEditor":
-        from cervkit.editor.widget import MaskEditor
-
-        return MaskEditor
-    if name == "CorrectionQueue":
-        from cervkit.editor.queue import CorrectionQueue
-
-        return CorrectionQueue
-    if name == "QueueEditor":
-        from cervkit.editor.queue_widget import QueueEditor
-
-        return QueueEditor
-    raise AttributeError(f"module 'cervkit.editor' has no attribute {name!r}")

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
+from cervkit.core.errors import CervkitInputError
 from cervkit.editor.labelmap import check_labels, check_value
-from cervkit.errors import CervkitInputError
 
 __all__ = ["CLEAN_OPS", "fill_holes", "remove_islands", "smooth"]
 

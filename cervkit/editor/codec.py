@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from cervkit.core.errors import CervkitInputError
 from cervkit.editor.labelmap import check_labels
-from cervkit.errors import CervkitInputError
 
 __all__ = [
     "PNG_PREFIX", "apply_patch", "decode_labels", "encode_labels", "encode_patch",

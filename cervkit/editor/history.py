@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cervkit.editor.tools import BBox
+from cervkit.editor.labelmap import BBox
 
 __all__ = ["History", "Step"]
 

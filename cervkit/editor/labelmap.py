@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 
 __all__ = ["BBox", "changed_bbox", "check_labels", "check_value", "mask_bbox"]
 

@@ -1,7 +1,7 @@
 """The editor's crash-safe autosave: a label PNG plus a small JSON sidecar.
 
 Both files are written to a temporary name and moved into place with
-``os.replace`` (:func:`cervkit.fileutil.atomic_path`), so a crash mid-write
+``os.replace`` (:func:`cervkit.core.files.atomic_path`), so a crash mid-write
 leaves the previous autosave intact, never a half-written one.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cervkit.errors import CervkitInputError
-from cervkit.fileutil import atomic_path, atomic_write_bytes
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.files import atomic_path, atomic_write_bytes
 
 __all__ = ["read_autosave", "sidecar_path", "write_autosave"]
 
@@ -79,7 +79,7 @@ def read_autosave(path: str | PathLike[str]) -> tuple[np.ndarray, dict[str, Any]
     CervkitInputError
         The PNG is missing or not a label map.
     """
-    from cervkit.io import read_mask
+    from cervkit.io.images import read_mask
 
     path = Path(path)
     labels = read_mask(path)

@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.files import atomic_write_bytes
+from cervkit.data.manifest import load_manifest
+from cervkit.data.table import Manifest, read_manifest, relative_path, save_manifest
 from cervkit.editor.labelmap import check_labels
 from cervkit.editor.persist import sidecar_path
 from cervkit.editor.state import EditorState
-from cervkit.errors import CervkitInputError
-from cervkit.fileutil import atomic_write_bytes
-from cervkit.manifest import load_manifest
-from cervkit.manifest_table import Manifest, read_manifest, relative_path, save_manifest
 
 __all__ = ["CorrectionQueue", "ORDERS", "QueueItem", "QueueProgress"]
 
@@ -294,7 +294,7 @@ class CorrectionQueue:
 
     def base_labels(self, item: ItemRef = None) -> np.ndarray:
         """The item's accepted mask if it has one, else its draft."""
-        from cervkit.io import read_mask
+        from cervkit.io.images import read_mask
 
         item = self._item(item)
         mask = self.corrected_mask_path(item)
@@ -303,7 +303,7 @@ class CorrectionQueue:
 
     def working_labels(self, item: ItemRef = None) -> np.ndarray:
         """What the item opens with: its autosave (edit in progress), else :meth:`base_labels`."""
-        from cervkit.io import read_mask
+        from cervkit.io.images import read_mask
 
         path = self.autosave_path(item)
         return read_mask(path) if path.is_file() else self.base_labels(item)
@@ -349,7 +349,7 @@ class CorrectionQueue:
         """
         from PIL import Image as PILImage
 
-        from cervkit.io import read_mask, write_png
+        from cervkit.io.images import read_mask, write_png
 
         item, arr = self.current, check_labels(labels)
         with PILImage.open(item.draft_mask) as draft:

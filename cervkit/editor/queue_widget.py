@@ -16,9 +16,9 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
+from cervkit.core.errors import CervkitInputError
 from cervkit.editor.queue import CorrectionQueue, QueueItem
 from cervkit.editor.widget import MaskEditor
-from cervkit.errors import CervkitInputError
 
 __all__ = ["QueueEditor"]
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.image import Image
 from cervkit.editor import tools
 from cervkit.editor.history import History, Step
 from cervkit.editor.keys import SHORTCUTS, TOOLS, normalize_key, resize_brush
 from cervkit.editor.persist import read_autosave, write_autosave
-from cervkit.errors import CervkitInputError
-from cervkit.image import Image
 
 __all__ = ["CLEAN_OPS", "EditorState", "SHORTCUTS"]
 
@@ -37,7 +37,7 @@ class EditorState:
     Parameters
     ----------
     image : numpy.ndarray or Image
-        float (H, W) in [0, 1] (values are clipped), or an :class:`~cervkit.image.Image`
+        float (H, W) in [0, 1] (values are clipped), or an :class:`~cervkit.core.image.Image`
         (its spacing and ``meta["source"]`` are used unless given).
     labels : numpy.ndarray, optional
         uint8 (H, W) label map; default all background.
@@ -344,7 +344,7 @@ class EditorState:
             if not source or not Path(source).exists():
                 raise CervkitInputError(
                     f"the autosave's source image {source!r} cannot be found; pass image=...", autosave_path)
-            from cervkit.io import read_image
+            from cervkit.io.images import read_image
 
             image = read_image(source)
         spacing = info.get("spacing_mm")
@@ -358,35 +358,35 @@ class EditorState:
     @classmethod
     def from_image(cls, image: np.ndarray | Image | str | PathLike[str],
                    labels: np.ndarray | str | PathLike[str] | None = None, **kwargs: Any) -> EditorState:
-        """Open an image (array, Image, or any file :func:`cervkit.io.read_image` reads) for editing.
+        """Open an image (array, Image, or any file :func:`cervkit.io.images.read_image` reads) for editing.
 
-        ``labels`` may be an array or a mask file (:func:`cervkit.io.read_mask`).
+        ``labels`` may be an array or a mask file (:func:`cervkit.io.images.read_mask`).
         """
         if isinstance(image, (str, PathLike)):
-            from cervkit.io import read_image
+            from cervkit.io.images import read_image
 
             kwargs.setdefault("source", str(image))
             image = read_image(image)
         if isinstance(labels, (str, PathLike)):
-            from cervkit.io import read_mask
+            from cervkit.io.images import read_mask
 
             labels = read_mask(labels)
         return cls(image, labels, **kwargs)
 
     def export_labels(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as 8-bit PNG (:func:`cervkit.export.write_label_png`), atomically."""
-        from cervkit.export import write_label_png
+        """Write the label map as 8-bit PNG (:func:`cervkit.export.bundle.write_label_png`), atomically."""
+        from cervkit.export.bundle import write_label_png
 
         return write_label_png(path, self.labels, overwrite=overwrite)
 
     def export_overlay(self, path: str | PathLike[str], *, alpha: float = 0.4, overwrite: bool = False) -> Path:
-        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.write_overlay_png`)."""
-        from cervkit.export import write_overlay_png
+        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.bundle.write_overlay_png`)."""
+        from cervkit.export.bundle import write_overlay_png
 
         return write_overlay_png(path, self.image, self.labels, alpha=alpha, overwrite=overwrite)
 
     def export_nifti(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.write_label_nifti`)."""
-        from cervkit.export import write_label_nifti
+        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.bundle.write_label_nifti`)."""
+        from cervkit.export.bundle import write_label_nifti
 
         return write_label_nifti(path, self.labels, self.spacing_mm, overwrite=overwrite)

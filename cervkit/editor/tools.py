@@ -25,10 +25,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cervkit.core.errors import CervkitInputError
 from cervkit.editor.cleanup import CLEAN_OPS, fill_holes, remove_islands, smooth
-from cervkit.editor.labelmap import BBox, changed_bbox, check_labels, check_value, mask_bbox
-from cervkit.errors import CervkitInputError
-from cervkit.instances import relabel_top_to_bottom
+from cervkit.editor.labelmap import (
+    BBox,
+    changed_bbox,
+    check_labels,
+    check_value,
+    mask_bbox,
+)
+from cervkit.labels.instances import relabel_top_to_bottom
 
 __all__ = [
     "CLEAN_OPS", "BBox", "changed_bbox", "check_labels", "check_value", "delete_label", "fill_holes",

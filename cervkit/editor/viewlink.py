@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from cervkit.editor.codec import encode_labels, encode_patch, rle_encode
+from cervkit.editor.labelmap import BBox
 from cervkit.editor.state import EditorState
-from cervkit.editor.tools import BBox
 
 __all__ = ["PATCH_MAX_CHARS", "ViewFirstState", "image_png", "label_summary", "palette", "patch_for"]
 

@@ -33,11 +33,18 @@ import anywidget
 import numpy as np
 import traitlets as t
 
+from cervkit.core.errors import CervkitInputError
+from cervkit.core.image import Image
 from cervkit.editor.codec import encode_labels
 from cervkit.editor.state import EditorState
-from cervkit.editor.viewlink import PATCH_MAX_CHARS, ViewFirstState, image_png, label_summary, palette, patch_for
-from cervkit.errors import CervkitInputError
-from cervkit.image import Image
+from cervkit.editor.viewlink import (
+    PATCH_MAX_CHARS,
+    ViewFirstState,
+    image_png,
+    label_summary,
+    palette,
+    patch_for,
+)
 
 __all__ = ["MaskEditor", "PATCH_MAX_CHARS"]
 
@@ -51,8 +58,8 @@ class MaskEditor(anywidget.AnyWidget):
     Parameters
     ----------
     image : numpy.ndarray, Image, str or PathLike
-        float (H, W) in [0, 1], an :class:`~cervkit.image.Image`, or a file
-        :func:`cervkit.io.read_image` reads.
+        float (H, W) in [0, 1], an :class:`~cervkit.core.image.Image`, or a file
+        :func:`cervkit.io.images.read_image` reads.
     labels : numpy.ndarray, str or PathLike, optional
         uint8 (H, W) label map or a mask file; default: empty, or the ``run``'s prediction.
     spacing_mm : (float, float), optional
@@ -148,7 +155,7 @@ class MaskEditor(anywidget.AnyWidget):
              spacing_mm: tuple[float, float] | None = None) -> None:
         """Open another image: an array, :class:`Image`, file path, or manifest row.
 
-        A manifest row (:class:`cervkit.manifest.ManifestRow` or anything with
+        A manifest row (:class:`cervkit.data.table.ManifestRow` or anything with
         ``image`` and ``mask`` attributes) brings its mask and spacing along.
         The undo history starts afresh.
         """
@@ -339,7 +346,7 @@ class MaskEditor(anywidget.AnyWidget):
         Parameters
         ----------
         run : str, PathLike or predictor, optional
-            A run folder (:func:`cervkit.runs.load_predictor`) or any object with
+            A run folder (:func:`cervkit.inference.registry.load_predictor`) or any object with
             ``predict(image)`` returning something with ``.labels`` (or a label
             array); default the ``run`` given to the constructor.
 
@@ -352,7 +359,7 @@ class MaskEditor(anywidget.AnyWidget):
         if run is None:
             raise CervkitInputError("auto_segment needs a run folder or a predictor (run=...)")
         if isinstance(run, (str, PathLike)):
-            from cervkit.runs import load_predictor
+            from cervkit.inference.registry import load_predictor
 
             run = load_predictor(run)
         self.run = run

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
 

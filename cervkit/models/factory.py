@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 from cervkit.models.encoders import EncoderWeights, build_encoder
 from cervkit.models.unet3plus import UNet3Plus, pad_to_multiple
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cervkit.errors import CervkitInputError
+from cervkit.core.errors import CervkitInputError
 from cervkit.models.encoders import EncoderWeights, build_encoder
 
 GATED_LOGIT = 1.0e4

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from editor_page import REPO, EditorPage
 
 CHROMIUM = Path("/usr/bin/chromium")

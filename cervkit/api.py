@@ -1,0 +1,159 @@
+"""The one-line entry points: read an image, load a model, segment, measure, open the editor.
+
+Every function imports what it needs when it is called, so ``import cervkit`` stays light (no torch, no
+ultralytics, no widgets). Each one is a thin front for the subpackage that owns the work:
+
+* :func:`read_image`, :func:`read_mask` → :mod:`cervkit.io.images`
+* :func:`load_model`, :func:`segment` → :mod:`cervkit.inference.registry` (a trained run folder)
+* :func:`measure` → :mod:`cervkit.measurements.batch`
+* :func:`MaskEditor` → :class:`cervkit.editor.widget.MaskEditor`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from cervkit.core.image import Image
+    from cervkit.inference.cascade import CascadePrediction
+    from cervkit.inference.registry import Predictor
+
+__all__ = ["MaskEditor", "load_model", "measure", "read_image", "read_mask", "segment"]
+
+
+def read_image(path: str | PathLike[str], *, slice_index: int | None = None) -> Image:
+    """Read a DICOM, PNG, JPG or TIFF image as float32 in [0, 1] with its pixel spacing.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The image file (or a DICOM series folder).
+    slice_index : int, optional
+        Which frame of a multi-frame DICOM or slice of a 3-D NIfTI.
+
+    Returns
+    -------
+    cervkit.core.image.Image
+        A 2-D float32 array with ``spacing_mm`` ((row, col) in mm, or None) and ``meta``.
+    """
+    from cervkit.io.images import read_image as _read_image
+
+    return _read_image(path, slice_index=slice_index)
+
+
+def read_mask(path: str | PathLike[str]) -> np.ndarray:
+    """Read a label map (PNG label image or ITK-SNAP NIfTI) as uint8, 0 background, 1..K bodies.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W) label map.
+    """
+    from cervkit.io.images import read_mask as _read_mask
+
+    return _read_mask(path)
+
+
+def load_model(model: str | PathLike[str], *, device: str | None = None, **options: Any) -> Predictor:
+    """Load a trained model: a run folder written by ``python -m cervkit train``.
+
+    Parameters
+    ----------
+    model : str or PathLike
+        The run folder.
+    device : str, optional
+        ``"cpu"`` or ``"cuda"``; default CUDA when visible.
+    **options
+        Passed to the predictor (e.g. ``conf``, ``threshold``).
+
+    Returns
+    -------
+    Predictor
+        An object with ``predict(image) -> CascadePrediction``.
+    """
+    from cervkit.inference.registry import load_predictor
+
+    return load_predictor(model, device=device, **options)
+
+
+def segment(image: np.ndarray | Image | str | PathLike[str], model: Any, *,
+            device: str | None = None) -> CascadePrediction:
+    """Segment the vertebral bodies of one image.
+
+    Parameters
+    ----------
+    image : array, Image, str or PathLike
+        A float image in [0, 1] or a path read with :func:`read_image`.
+    model : str, PathLike or Predictor
+        A run folder (loaded with :func:`load_model`) or an already loaded predictor.
+    device : str, optional
+        Used when ``model`` is loaded here.
+
+    Returns
+    -------
+    cervkit.inference.cascade.CascadePrediction
+        ``labels`` (uint8 label map, bodies 1..K top to bottom), ``boxes``, ``scores`` and ``seconds``.
+    """
+    from os import fspath
+
+    if isinstance(image, (str, PathLike)):
+        image = read_image(fspath(image))
+    predictor = load_model(model, device=device) if isinstance(model, (str, PathLike)) else model
+    return predictor.predict(image)
+
+
+def measure(labels: np.ndarray, spacing_mm: Sequence[float] | None = None, *,
+            expected: Sequence[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Measure a label map: level names, C2–C7 Cobb angle, heights and widths of each body.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (H, W) label map.
+    spacing_mm : (float, float), optional
+        (row, col) pixel spacing; lengths in pixels without it.
+    expected : sequence of str, optional
+        The levels the image should show (default C2…C7).
+
+    Returns
+    -------
+    (dict, pandas.DataFrame)
+        The summary (``levels``, ``levels_unsure``, ``c2c7_cobb_deg`` …) and one row per body.
+    """
+    from cervkit.measurements.batch import measure_labels
+
+    if expected is None:
+        return measure_labels(labels, spacing_mm)
+    return measure_labels(labels, spacing_mm, expected=expected)
+
+
+def MaskEditor(image: Any, labels: Any = None, **options: Any) -> Any:  # noqa: N802 - a class's front
+    """The in-notebook mask editor (an anywidget view of :class:`cervkit.editor.state.EditorState`).
+
+    Parameters
+    ----------
+    image : array, Image or path
+        The image to annotate.
+    labels : numpy.ndarray, optional
+        A draft label map to correct.
+    **options
+        Passed to :class:`cervkit.editor.widget.MaskEditor` (``spacing_mm``, ``level_names``,
+        ``autosave_path``, ``run`` …).
+
+    Returns
+    -------
+    cervkit.editor.widget.MaskEditor
+        The widget; display it as a notebook cell's last expression.
+    """
+    from cervkit.editor.widget import MaskEditor as _MaskEditor
+
+    return _MaskEditor(image, labels, **options)

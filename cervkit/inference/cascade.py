@@ -1,0 +1,205 @@
+"""The two-stage YOLO-UNet cascade: image → boxes → batched crops → masks → one label map.
+
+Stage 1 (:class:`cervkit.inference.detector.Detector`) finds the vertebral bodies, stage 2
+(:class:`cervkit.inference.segmenter.Segmenter`) segments every detected crop in one
+batched forward pass, and :func:`paste_by_probability` puts the crops back into
+a label map of the input's size:
+
+- each pixel goes to the crop whose probability there is highest (overlaps between
+  neighbouring crops are resolved by probability, not by paste order);
+- a pixel is foreground only where that probability exceeds ``threshold``;
+- an instance that ends up with fewer than ``min_area`` pixels (the segmenter found
+  its box empty) is dropped;
+- instances are numbered 1..K from top to bottom.
+
+With a per-level detector (one class per level, e.g. C2..C7), at most one box per level
+is kept (:func:`cervkit.inference.level_boxes.select_level_boxes`: levels from the classes and the
+order along the spine together): a vertebra just outside the annotated range (T1 below C7,
+T10 above T11) then cannot add an extra instance by looking like its neighbour, and a body
+the detector calls by its neighbour's name is not lost.
+
+The same class serves YOLO-DeepLab: the segmenter is whatever model the run trained.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cervkit.core.image import Image
+from cervkit.inference.level_boxes import select_level_boxes
+from cervkit.labels.instances import relabel_top_to_bottom
+
+
+@dataclass
+class CascadePrediction:
+    """What the cascade says about one image.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 (H, W) label map, vertebrae 1..K top to bottom.
+    boxes : numpy.ndarray
+        float32 (K, 4) detector box of each kept vertebra (row k-1 ↔ label k).
+    scores : numpy.ndarray
+        float32 (K,) detector confidence of each kept vertebra.
+    mean_prob : numpy.ndarray
+        float32 (K,) mean segmenter probability inside each kept vertebra (a confidence).
+    classes : numpy.ndarray
+        int64 (K,) detector class of each kept vertebra (level index with a per-level detector).
+    n_detected : int
+        Boxes from stage 1 before empty crops were dropped.
+    seconds : dict
+        Wall time of ``detect``, ``segment``, ``paste`` and ``total``.
+    prob : numpy.ndarray or None
+        float32 (H, W) foreground probability behind :attr:`labels` (the cascade: each pixel's
+        highest crop probability, 0 outside every crop); None when the model has none (YOLO-seg).
+        Used for the mask uncertainty of :func:`cervkit.inference.confidence.image_confidence`.
+    """
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    mean_prob: np.ndarray
+    classes: np.ndarray
+    n_detected: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    prob: np.ndarray | None = None
+
+    @property
+    def n_vertebrae(self) -> int:
+        """Number of vertebrae in :attr:`labels`."""
+        return int(len(self.boxes))
+
+
+def paste_by_probability(shape: tuple[int, int], int_boxes: Sequence[Sequence[int]],
+                         probs: Sequence[np.ndarray], *, threshold: float = 0.5,
+                         min_area: int = 20) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Combine per-crop probability maps into one instance label map.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the full image.
+    int_boxes : sequence of (x0, y0, x1, y1)
+        Integer crop windows in image pixels (max exclusive), one per probability map.
+    probs : sequence of numpy.ndarray
+        float probability maps, each of its window's size (y1 - y0, x1 - x0).
+    threshold : float
+        Minimum winning probability for a pixel to be foreground.
+    min_area : int
+        Instances smaller than this (pixels) are dropped as empty.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        uint8 (H, W), instances numbered 1..K top to bottom.
+    kept : list of int
+        For label k (1-based), ``kept[k - 1]`` is the index of its crop in the input.
+    mean_prob : numpy.ndarray
+        float32 (K,) mean winning probability inside each kept instance.
+    """
+    if len(int_boxes) != len(probs):
+        raise ValueError(f"{len(int_boxes)} boxes but {len(probs)} probability maps")
+    best = np.zeros(shape, np.float32)
+    owner = np.zeros(shape, np.int32)  # crop index + 1; 0 = nobody
+    for i, ((x0, y0, x1, y1), prob) in enumerate(zip(int_boxes, probs)):
+        if prob.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"crop {i}: probability map {prob.shape} does not fit box {(x0, y0, x1, y1)}")
+        window = best[y0:y1, x0:x1]
+        wins = prob > window
+        window[wins] = prob[wins]
+        owner[y0:y1, x0:x1][wins] = i + 1
+    owner[best <= threshold] = 0
+    if owner.max() > 255:
+        raise ValueError("more than 255 instances do not fit a uint8 label map")
+    areas = np.bincount(owner.ravel(), minlength=len(probs) + 1)
+    keep = [i for i in range(len(probs)) if areas[i + 1] >= max(1, min_area)]
+    remap = np.zeros(len(probs) + 1, np.uint8)
+    remap[[i + 1 for i in keep]] = np.arange(1, len(keep) + 1, dtype=np.uint8)
+    provisional = remap[owner]
+    labels = relabel_top_to_bottom(provisional)
+    # map final labels back to crop indices through one pixel of each instance
+    kept: list[int] = []
+    mean_prob = np.zeros(int(labels.max()), np.float32)
+    sums = np.bincount(labels.ravel(), weights=best.ravel(), minlength=labels.max() + 1)
+    counts = np.bincount(labels.ravel(), minlength=labels.max() + 1)
+    for k in range(1, int(labels.max()) + 1):
+        provisional_label = int(provisional[labels == k][0])
+        kept.append(keep[provisional_label - 1])
+        mean_prob[k - 1] = sums[k] / max(1, counts[k])
+    return labels, kept, mean_prob
+
+
+class Cascade:
+    """YOLO boxes + crop segmenter behind one :meth:`predict`.
+
+    Parameters
+    ----------
+    detector : cervkit.inference.detector.Detector
+        Stage 1.
+    segmenter : cervkit.inference.segmenter.Segmenter
+        Stage 2 (U-Net3+ for YOLO-UNet, DeepLabV3+ for YOLO-DeepLab).
+    conf : float
+        Detector confidence threshold.
+    threshold : float
+        Segmenter probability threshold.
+    min_area : int
+        Smallest instance kept, in pixels.
+    one_per_class : bool, optional
+        Keep at most one box per level (:func:`~cervkit.inference.level_boxes.select_level_boxes`). Default:
+        on when the detector has more than one class (a per-level detector), off for a single
+        ``vertebra`` class.
+    """
+
+    def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
+                 min_area: int = 20, one_per_class: bool | None = None) -> None:
+        self.detector = detector
+        self.segmenter = segmenter
+        self.conf = conf
+        self.threshold = threshold
+        self.min_area = min_area
+        self.n_levels = len(getattr(detector, "names", {0: "vertebra"}))
+        self.one_per_class = self.n_levels > 1 if one_per_class is None else one_per_class
+
+    def predict(self, image: np.ndarray | Image) -> CascadePrediction:
+        """Segment every vertebral body in one image.
+
+        Parameters
+        ----------
+        image : numpy.ndarray or Image
+            2D float image in [0, 1].
+
+        Returns
+        -------
+        CascadePrediction
+            Label map of the input's size and per-vertebra boxes and scores.
+        """
+        array = image.array if isinstance(image, Image) else np.asarray(image, np.float32)
+        if array.ndim != 2:
+            raise ValueError(f"the cascade needs a 2D image, got shape {array.shape}")
+        t0 = time.perf_counter()
+        det = self.detector.predict([array], conf=self.conf)[0]
+        if self.one_per_class and len(det):
+            keep = select_level_boxes(det.boxes, det.scores, det.classes, self.n_levels)
+            det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
+                               "classes": det.classes[keep]})
+        t1 = time.perf_counter()
+        crops = self.segmenter.predict_crops(array, det.boxes) if len(det) else []
+        t2 = time.perf_counter()
+        labels, kept, mean_prob = paste_by_probability(
+            array.shape, [c.int_box for c in crops], [c.prob for c in crops],
+            threshold=self.threshold, min_area=self.min_area)
+        prob = np.zeros(array.shape, np.float32)
+        for crop in crops:  # the winning probability of paste_by_probability
+            x0, y0, x1, y1 = crop.int_box
+            np.maximum(prob[y0:y1, x0:x1], crop.prob, out=prob[y0:y1, x0:x1])
+        t3 = time.perf_counter()
+        return CascadePrediction(
+            labels=labels, boxes=det.boxes[kept].astype(np.float32).reshape(-1, 4),
+            scores=det.scores[kept].astype(np.float32), mean_prob=mean_prob,
+            classes=det.classes[kept].astype(np.int64), n_detected=len(det),
+            seconds={"detect": t1 - t0, "segment": t2 - t1, "paste": t3 - t2, "total": t3 - t0}, prob=prob)

@@ -1,0 +1,64 @@
+"""Load a run folder as a predictor: the one place that maps a run's model kind to its inference class.
+
+:func:`load_predictor` reads ``run.json`` (:mod:`cervkit.runs.folder`) and returns the cascade
+(YOLO-UNet, YOLO-DeepLab), a whole-image model or YOLOv11-seg, each with ``predict(image)``.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cervkit.core.errors import CervkitInputError
+from cervkit.runs.folder import CASCADE_MODELS, read_run_info
+
+
+class Predictor(Protocol):
+    """Anything with ``predict(image) -> CascadePrediction``."""
+
+    def predict(self, image: np.ndarray) -> Any:  # pragma: no cover - protocol
+        ...
+
+
+def load_predictor(run: str | PathLike[str], *, device: str | None = None, **options: Any) -> Predictor:
+    """Load a trained run as a predictor.
+
+    Parameters
+    ----------
+    run : str or PathLike
+        The run folder.
+    device : str, optional
+        ``cpu`` or ``cuda``; default CUDA when available.
+    **options
+        Passed to the predictor (e.g. ``conf``, ``threshold`` for cascades; ``threshold``, ``min_area`` for
+        the whole-image models; ``conf``, ``min_area`` for ``yolo-seg``).
+
+    Returns
+    -------
+    Predictor
+        An object with ``predict(image) -> CascadePrediction``.
+    """
+    info = read_run_info(run)
+    if info.get("status") != "done":
+        raise CervkitInputError(f"run status is {info.get('status')!r}, not 'done': training did not finish", run)
+    model = info["model"]
+    if model in CASCADE_MODELS:
+        from cervkit.inference.cascade import Cascade
+        from cervkit.inference.detector import Detector
+        from cervkit.inference.segmenter import Segmenter
+
+        folder = Path(run)
+        return Cascade(Detector.load(folder / info["stages"]["detector"], device=device),
+                       Segmenter.load(folder / info["stages"]["segmenter"], device=device), **options)
+    if model in ("unet3plus", "deeplabv3plus"):
+        from cervkit.inference.whole_image import WholeImageModel
+
+        return WholeImageModel.load(Path(run) / info["stages"]["model"], device=device, **options)
+    if model == "yolo-seg":
+        from cervkit.inference.yolo_seg import YoloSeg
+
+        return YoloSeg.load(Path(run) / info["stages"]["model"], device=device, **options)
+    raise CervkitInputError(f"model {model!r} cannot be loaded by this version of cervkit", run)

@@ -1,0 +1,195 @@
+"""Stage 2 of the cascade: segment each detected vertebral-body crop (U-Net3+ or DeepLabV3+).
+
+Inference::
+
+    seg = Segmenter.load("runs/r1")                  # run folder, its segmenter/ folder, or model.pt
+    crops = seg.predict_crops(image, boxes)          # boxes: (N, 4) float pixel-edge xyxy
+    crops[0].int_box, crops[0].prob                  # window in the image, probability map of its size
+
+Every box becomes a window with :func:`cervkit.labels.crops.crop_window` (the training margin, no
+jitter), is resized to ``crop_size`` and normalised per crop with
+:func:`cervkit.labels.crops.prepare_crop` (the training code path), and all N crops run through the
+network as **one** batched forward pass in eval mode (top output only). Probabilities are resized back
+(bilinear) to each window's own size, ready for :func:`cervkit.inference.cascade.paste_by_probability`.
+
+Training lives in :mod:`cervkit.training.segmenter` (:func:`train_segmenter`, re-exported here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cervkit.core.device import resolve_device
+from cervkit.core.errors import CervkitInputError
+from cervkit.labels.crops import NORMALISATION, IntBox, crop_window, prepare_crop
+from cervkit.labels.instances import resize
+
+__all__ = ["CropPrediction", "Segmenter"]
+
+MODEL_FILE = "model.pt"
+STAGE_DIR = "segmenter"
+
+
+@dataclass
+class CropPrediction:
+    """The segmenter's output for one box.
+
+    Attributes
+    ----------
+    int_box : tuple of int
+        ``(x0, y0, x1, y1)`` window in the image (max exclusive).
+    prob : numpy.ndarray
+        float32 (y1 - y0, x1 - x0) foreground probability.
+    """
+
+    int_box: IntBox
+    prob: np.ndarray
+
+
+def _model_file(path: str | PathLike[str]) -> Path:
+    """Find ``model.pt`` from a file, a segmenter folder or a run folder."""
+    path = Path(path)
+    for candidate in (path, path / MODEL_FILE, path / STAGE_DIR / MODEL_FILE):
+        if candidate.is_file():
+            return candidate
+    raise CervkitInputError(f"no segmenter checkpoint here (looked for {MODEL_FILE} and "
+                            f"{STAGE_DIR}/{MODEL_FILE}); train one with cervkit.training.segmenter.train_segmenter", path)
+
+
+class Segmenter:
+    """A trained crop segmenter ready for inference.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Returns logits (N, 1, S, S) in eval mode.
+    crop_size : int
+        Side of the square network input.
+    margin : float
+        Window margin used in training (fraction of the box size per side).
+    device : str or torch.device, optional
+        Default CUDA when available, else CPU.
+    config : dict, optional
+        The training config stored with the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, *, crop_size: int, margin: float,
+                 device: str | torch.device | None = None, config: dict[str, Any] | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.crop_size = int(crop_size)
+        self.margin = float(margin)
+        self.config = dict(config or {})
+
+    @classmethod
+    def load(cls, path: str | PathLike[str], device: str | torch.device | None = None) -> Segmenter:
+        """Load a segmenter written by :func:`train_segmenter`.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A run folder (``RUN/segmenter/model.pt``), the ``segmenter`` folder, or ``model.pt``.
+        device : str or torch.device, optional
+            Default CUDA when available, else CPU.
+
+        Returns
+        -------
+        Segmenter
+            In eval mode on ``device``.
+        """
+        from cervkit.models.factory import load_checkpoint
+
+        file = _model_file(path)
+        dev = resolve_device(device)
+        model, config = load_checkpoint(file, map_location=dev)
+        norm = config.get("normalisation", NORMALISATION)
+        if norm != NORMALISATION:
+            raise CervkitInputError(f"checkpoint uses normalisation {norm!r}; this cervkit knows {NORMALISATION!r}",
+                                    file)
+        for key in ("crop_size", "margin"):
+            if key not in config:
+                raise CervkitInputError(f"checkpoint config lacks {key!r}: not written by train_segmenter", file)
+        return cls(model, crop_size=int(config["crop_size"]), margin=float(config["margin"]), device=dev,
+                   config=config)
+
+    def crop_box(self, box: Sequence[float], image_shape: tuple[int, int]) -> IntBox:
+        """The window cut around ``box`` (training margin, no jitter).
+
+        Parameters
+        ----------
+        box : sequence of float
+            ``(x_min, y_min, x_max, y_max)`` pixel-edge.
+        image_shape : tuple of int
+            (H, W) of the image.
+
+        Returns
+        -------
+        tuple of int
+            ``(x0, y0, x1, y1)`` inside the image.
+        """
+        return crop_window(box, image_shape, self.margin)
+
+    def prepare(self, image: np.ndarray, boxes: np.ndarray) -> tuple[list[IntBox], torch.Tensor]:
+        """Windows and the normalised input batch (N, 1, S, S) for ``boxes`` (no network call).
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            float (H, W) in [0, 1].
+        boxes : numpy.ndarray
+            (N, 4) float pixel-edge boxes.
+
+        Returns
+        -------
+        int_boxes : list of tuple of int
+            One window per box.
+        batch : torch.Tensor
+            float32 (N, 1, crop_size, crop_size) on CPU.
+        """
+        arr = np.asarray(image, dtype=np.float32)
+        if arr.ndim != 2:
+            raise CervkitInputError(f"predict_crops needs a 2D image, got shape {arr.shape}")
+        box_arr = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        int_boxes = [self.crop_box(b, arr.shape) for b in box_arr]
+        crops = [prepare_crop(arr, w, self.crop_size) for w in int_boxes]
+        if not crops:
+            return [], torch.zeros((0, 1, self.crop_size, self.crop_size))
+        return int_boxes, torch.from_numpy(np.stack(crops)[:, None])
+
+    def predict_crops(self, image: np.ndarray, boxes: np.ndarray) -> list[CropPrediction]:
+        """Segment every box of one image in a single batched forward pass.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            float (H, W) in [0, 1].
+        boxes : numpy.ndarray
+            (N, 4) float ``(x_min, y_min, x_max, y_max)`` pixel-edge boxes (e.g. from the detector).
+
+        Returns
+        -------
+        list of CropPrediction
+            One per box, in the input order; each probability map has its window's size.
+        """
+        int_boxes, batch = self.prepare(image, boxes)
+        if not int_boxes:
+            return []
+        with torch.inference_mode():
+            logits = self.model(batch.to(self.device))
+            probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        out = []
+        for window, prob in zip(int_boxes, probs):
+            x0, y0, x1, y1 = window
+            out.append(CropPrediction(window, np.clip(resize(prob, (y1 - y0, x1 - x0), nearest=False), 0.0, 1.0)
+                                      .astype(np.float32)))
+        return out
+
+

@@ -1,0 +1,206 @@
+"""``python -m cervkit train``: split, train every stage of a model, validate, write the run folder.
+
+For the cascades (``yolo-unet``, the paper's model, and ``yolo-deeplab``) this trains the
+YOLOv11 detector (:func:`cervkit.training.detector.train_detector`) and the crop segmenter
+(:func:`cervkit.training.segmenter.train_segmenter`) on the same patient-level split, then runs
+the whole cascade on the validation split and records its metrics. The paper's one-stage
+baselines (``yolo-seg``, whole-image ``unet3plus`` and ``deeplabv3plus``) train one stage into
+``RUN/model/`` and are validated the same way. The run folder
+(see :mod:`cervkit.runs.folder`) is what ``predict``, ``evaluate`` and the editor load.
+
+``resume=RUN`` fine-tunes: a new run folder whose stages start from RUN's weights, with RUN's model
+kind, classes, sizes and architecture and a smaller budget (:mod:`cervkit.training.finetune`); RUN is only read.
+"""
+
+from __future__ import annotations
+
+import time
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from cervkit.core.errors import CervkitInputError
+from cervkit.runs.folder import (
+    CASCADE_MODELS,
+    MODELS,
+    read_run_info,
+    start_run,
+    write_run_info,
+)
+
+SEGMENTER_OF = {"yolo-unet": "unet3plus", "yolo-deeplab": "deeplabv3plus"}
+
+
+def _train_baseline(model: str, split: Any, run: Path, kwargs: dict[str, Any], *, seed: int, quick: bool,
+                    device: str | None, overwrite: bool) -> None:
+    """Train a one-stage baseline into ``run/model/``: ``yolo-seg`` or a whole-image ``unet3plus`` /
+    ``deeplabv3plus``, with the trainer's keyword arguments ``kwargs`` (:func:`_baseline_kwargs`)."""
+    if model == "yolo-seg":
+        from cervkit.training.yolo_seg import train_yolo_seg
+
+        train_yolo_seg(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **kwargs)
+    else:
+        from cervkit.training.whole_image import train_whole_image
+
+        train_whole_image(split, run, model=model, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                          **kwargs)
+
+
+def _baseline_kwargs(model: str, imgsz: int | None, detector_options: dict[str, Any] | None,
+                     segmenter_options: dict[str, Any] | None) -> dict[str, Any]:
+    """A baseline's trainer options from scratch: ``detector_options`` and ``imgsz`` for ``yolo-seg``,
+    ``segmenter_options`` and ``size=imgsz`` (the network input size) for the whole-image models."""
+    if model == "yolo-seg":
+        return dict(detector_options or {}) | ({"imgsz": imgsz} if imgsz is not None else {})
+    return dict(segmenter_options or {}) | ({"size": imgsz} if imgsz is not None else {})
+
+
+def _preview_split(manifest: str | PathLike[str], seed: int) -> Any:
+    """The split :func:`cervkit.data.manifest.ensure_split` will use, computed in memory (nothing written)."""
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.split import split_by_patient
+
+    source = load_manifest(manifest)
+    return source if "split" in source.df.columns else split_by_patient(source, seed=seed)
+
+
+def _fresh_detector_kwargs(split: Any, manifest: str | PathLike[str], detector_classes: str, imgsz: int | None,
+                           detector_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``train_detector`` keyword arguments of a run trained from scratch (classes chosen from the split)."""
+    det_kwargs = dict(detector_options or {})
+    if detector_classes not in ("auto", "levels", "single"):
+        raise CervkitInputError(f"detector_classes must be auto, levels or single, not {detector_classes!r}")
+    if "classes" not in det_kwargs and detector_classes != "single":
+        from cervkit.training.yolo_dataset import choose_classes
+
+        classes, names = choose_classes(split)
+        if detector_classes == "levels" and classes != "levels":
+            raise CervkitInputError("per-level detector classes need every train/val mask to hold the "
+                                    "same number of vertebrae", manifest)
+        det_kwargs.update(classes=classes, level_names=names)
+    if imgsz is not None:
+        det_kwargs["imgsz"] = imgsz
+    return det_kwargs
+
+
+def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model: str | None = None,
+              quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
+              overwrite: bool = False, detector_options: dict[str, Any] | None = None,
+              segmenter_options: dict[str, Any] | None = None, validate: bool = True,
+              detector_classes: str = "auto", resume: str | PathLike[str] | None = None) -> Path:
+    """Train a model end to end into a run folder, from scratch or fine-tuning a finished run.
+
+    Parameters
+    ----------
+    manifest : str or PathLike
+        Manifest CSV; split by patient (6:2:2, ``seed``) when it has no ``split`` column.
+    out : str or PathLike
+        The run folder (must be new or empty unless ``overwrite``; never ``resume`` or inside it).
+    model : str, optional
+        ``yolo-unet`` (default), ``yolo-deeplab``, or a baseline: ``yolo-seg``, ``unet3plus``,
+        ``deeplabv3plus`` (whole image; see :mod:`cervkit.training.yolo_seg`, :mod:`cervkit.inference.whole_image`).
+        With ``resume``: the resumed run's model (a different one is an error).
+    quick : bool, optional
+        Quick mode (default: :func:`cervkit.core.config.quick_mode`): same code path, tiny budget.
+    seed : int
+        Split and training seed.
+    imgsz : int, optional
+        Detector (and YOLO-seg) image size, or the whole-image network input size (default: each trainer's own;
+        with ``resume``: the resumed run's, and a different value is an error).
+    device : str, optional
+        ``cpu`` or ``cuda`` (default: CUDA when available).
+    overwrite : bool
+        Train into an existing non-empty folder, replacing its stages.
+    detector_options, segmenter_options : dict, optional
+        Extra keyword arguments for each stage's trainer (``detector_options`` also for ``yolo-seg``,
+        ``segmenter_options`` also for the whole-image models); they win over the fine-tuning defaults.
+    validate : bool
+        Run the trained cascade on the validation split and record the metrics.
+    detector_classes : {"auto", "levels", "single"}
+        Cascades' detector classes. ``auto`` (default): one class per level when every training
+        and validation mask covers the same levels (:func:`cervkit.training.yolo_dataset.choose_classes`),
+        so the cascade keeps at most one body per level; else the paper's single ``vertebra``.
+        With ``resume``: ``auto`` keeps the resumed detector's classes; ``levels`` / ``single`` may re-head it.
+    resume : str or PathLike, optional
+        A finished run to fine-tune (see :mod:`cervkit.training.finetune`): every stage starts from its weights,
+        with its model kind, classes, sizes and architecture, and a fine-tuning budget (AdamW 2e-4, a fifth
+        to a third of the epochs). ``run.json`` records ``resumed_from`` (its path, created, model, weights' SHA-256).
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, with ``run.json`` status ``done``.
+    """
+    from cervkit.core.config import quick_mode
+    from cervkit.data.manifest import ensure_split
+    from cervkit.data.split import summary
+    from cervkit.data.table import save_manifest
+    from cervkit.training import finetune
+
+    source = finetune.load_resume_source(resume) if resume is not None else None
+    plan: dict[str, Any] = {}
+    if source is not None:  # every conflict with the resumed run is found before anything is written
+        model = finetune.resolve_model(source, model)
+        finetune.check_resume_target(source, out)
+        plan = finetune.plan_stages(source, _preview_split(manifest, seed), detector_classes=detector_classes,
+                                    imgsz=imgsz, detector_options=detector_options,
+                                    segmenter_options=segmenter_options)
+    model = model or "yolo-unet"
+    if model not in MODELS:
+        raise CervkitInputError(f"--model {model} is not trainable by this version; use one of {MODELS}")
+    quick = quick_mode() if quick is None else bool(quick)
+    arguments = {"manifest": str(Path(manifest).resolve()), "model": model, "quick": quick, "seed": seed,
+                 "imgsz": imgsz, "device": device, "detector_options": detector_options or {},
+                 "segmenter_options": segmenter_options or {},
+                 "resume": None if source is None else str(source.run)}
+    run = start_run(out, model, arguments, overwrite=overwrite)
+    split_csv = run / "split.csv"
+    split = ensure_split(manifest, split_csv, seed=seed, overwrite=overwrite)
+    if not split_csv.is_file():  # the manifest came with its own split: keep a copy with the run
+        save_manifest(split, split_csv, overwrite=overwrite)
+    info = read_run_info(run)
+    info["split"] = {"file": "split.csv", "summary": summary(split).to_dict(orient="records")}
+    if source is not None:
+        info["resumed_from"] = finetune.resumed_from_record(source)
+    timings: dict[str, float] = {}
+
+    if model not in CASCADE_MODELS:  # baselines: one stage in run/model/
+        start = time.perf_counter()
+        kwargs = plan["model"] if source is not None else _baseline_kwargs(model, imgsz, detector_options,
+                                                                            segmenter_options)
+        _train_baseline(model, split, run, kwargs, seed=seed, quick=quick, device=device, overwrite=overwrite)
+        timings["model"] = time.perf_counter() - start
+        info.update(stages={"model": "model"}, status="done", train_seconds=timings)
+    else:
+        from cervkit.training.detector import train_detector
+        from cervkit.training.segmenter import train_segmenter
+
+        start = time.perf_counter()
+        if source is not None:
+            det_kwargs, seg_kwargs = plan["detector"], plan["segmenter"]
+            info["detector_classes"] = plan["detector_classes"]
+        else:
+            det_kwargs = _fresh_detector_kwargs(split, manifest, detector_classes, imgsz, detector_options)
+            info["detector_classes"] = {"classes": det_kwargs.get("classes", "single"),
+                                        "level_names": det_kwargs.get("level_names")}
+            seg_kwargs = {**(segmenter_options or {}), "model": SEGMENTER_OF[model]}
+        train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
+        timings["detector"] = time.perf_counter() - start
+        start = time.perf_counter()
+        train_segmenter(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **seg_kwargs)
+        timings["segmenter"] = time.perf_counter() - start
+        info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
+                    train_seconds=timings)
+    write_run_info(run, info)
+
+    if validate and (split.df["split"] == "val").any():
+        from cervkit.evaluation.evaluate import evaluate_predictor, write_evaluation
+        from cervkit.inference.registry import load_predictor
+
+        start = time.perf_counter()
+        evaluation = evaluate_predictor(load_predictor(run, device=device), split, split="val")
+        write_evaluation(evaluation, run / "validation", overwrite=True)
+        info["validation"] = evaluation.summary.set_index("metric")[["mean", "ci_low", "ci_high"]].to_dict("index")
+        timings["validation"] = time.perf_counter() - start
+        write_run_info(run, info)
+    return run
