@@ -54,3 +54,31 @@ def test_assemble_run_needs_both_stages(tmp_path: Path) -> None:
     assert read_run_info(assemble_run(run))["status"] == "done"
     with pytest.raises(CervkitInputError, match="cascades only"):
         assemble_run(run, "unet3plus")
+
+
+def test_run_matches_needs_a_finished_run_on_the_same_split_and_budget(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cervkit.data.manifest import save_manifest
+    from cervkit.data.table import Manifest
+    from cervkit.training.reuse import ensure_run, run_matches
+
+    split = Manifest(pd.DataFrame({"image": ["a.png", "b.png"], "mask": ["a_m.png", "b_m.png"],
+                                   "patient_id": ["p1", "p2"], "modality": ["MRI", "MRI"],
+                                   "split": ["train", "test"]}), tmp_path / "split.csv", tmp_path)
+    run = tmp_path / "run"
+    assert not run_matches(run, split, quick=True)  # missing
+    (run / "segmenter").mkdir(parents=True)
+    write_run_info(run, {"model": "yolo-unet", "status": "running"})
+    (run / "segmenter" / "config.json").write_text(json.dumps({"arguments": {"quick": True}}))
+    save_manifest(split, run / "split.csv")  # paths rebased onto the run folder, as train writes it
+    assert not run_matches(run, split, quick=True)  # unfinished
+    write_run_info(run, {"model": "yolo-unet", "status": "done"})
+    assert run_matches(run, split, quick=True)
+    assert not run_matches(run, split, quick=False)  # another budget
+    other = Manifest(split.df.assign(split=["test", "train"]), split.path, split.root)
+    assert not run_matches(run, other, quick=True)  # another split
+    calls = []
+    assert ensure_run(run, split, model="yolo-unet", quick=True, trainer=lambda *a, **k: calls.append(a)) == (run, False)
+    assert ensure_run(run, other, model="yolo-unet", quick=True, trainer=lambda *a, **k: calls.append(a)) == (run, True)
+    assert len(calls) == 1
