@@ -4,7 +4,8 @@ Every function imports what it needs when it is called, so ``import cervkit`` st
 ultralytics, no widgets). Each one is a thin front for the subpackage that owns the work:
 
 * :func:`read_image`, :func:`read_mask` → :mod:`cervkit.io.images`
-* :func:`load_model`, :func:`segment` → :mod:`cervkit.inference.registry` (a trained run folder)
+* :func:`load_model`, :func:`segment` → :mod:`cervkit.inference.registry` (a run folder or a shipped model,
+  :mod:`cervkit.zoo.store`)
 * :func:`measure` → :mod:`cervkit.measurements.batch`
 * :func:`MaskEditor` → :class:`cervkit.editor.widget.MaskEditor`
 """
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
     from cervkit.inference.cascade import CascadePrediction
     from cervkit.inference.registry import Predictor
 
-__all__ = ["MaskEditor", "load_model", "measure", "read_image", "read_mask", "segment"]
+__all__ = ["MODEL_FOR_MODALITY", "MaskEditor", "choose_model", "load_model", "measure", "read_image", "read_mask",
+           "segment"]
+
+MODEL_FOR_MODALITY = {"MR": "mri", "MRI": "mri", "CR": "xray", "DX": "xray", "DR": "xray", "XR": "xray",
+                      "RG": "xray", "RF": "xray"}
+"""DICOM Modality (or manifest modality) → the shipped model for it."""
 
 
 def read_image(path: str | PathLike[str], *, slice_index: int | None = None) -> Image:
@@ -63,13 +69,47 @@ def read_mask(path: str | PathLike[str]) -> np.ndarray:
     return _read_mask(path)
 
 
+def choose_model(image: Any) -> str:
+    """The shipped model for an image, from its DICOM Modality (MR → ``mri``; CR, DX, DR → ``xray``).
+
+    Parameters
+    ----------
+    image : Image or str or PathLike
+        An image read by :func:`read_image` (its ``meta["modality"]``), or a path to read.
+
+    Returns
+    -------
+    str
+        ``"mri"`` or ``"xray"``.
+
+    Raises
+    ------
+    cervkit.core.errors.CervkitInputError
+        Nothing in the image says which (a PNG, or a DICOM of another modality): pass ``model="mri"`` or
+        ``model="xray"``.
+    """
+    from os import fspath
+
+    from cervkit.core.errors import CervkitInputError
+
+    if isinstance(image, (str, PathLike)):
+        image = read_image(fspath(image))
+    modality = str(getattr(image, "meta", {}).get("modality") or "").upper()
+    if modality in MODEL_FOR_MODALITY:
+        return MODEL_FOR_MODALITY[modality]
+    source = getattr(image, "meta", {}).get("source")
+    raise CervkitInputError(f"cannot tell which model fits this image (modality {modality or 'not recorded'}): "
+                            "pass model='mri' (sagittal MRI) or model='xray' (lateral radiograph)", source)
+
+
 def load_model(model: str | PathLike[str], *, device: str | None = None, **options: Any) -> Predictor:
-    """Load a trained model: a run folder written by ``python -m cervkit train``.
+    """Load a model: a shipped one by name (``"mri"``, ``"xray"``) or a run folder from ``python -m cervkit train``.
 
     Parameters
     ----------
     model : str or PathLike
-        The run folder.
+        A shipped model's name or a run folder (a real run folder of that name wins; ``model_source`` on the
+        result says which was used).
     device : str, optional
         ``"cpu"`` or ``"cuda"``; default CUDA when visible.
     **options
@@ -85,7 +125,7 @@ def load_model(model: str | PathLike[str], *, device: str | None = None, **optio
     return load_predictor(model, device=device, **options)
 
 
-def segment(image: np.ndarray | Image | str | PathLike[str], model: Any, *,
+def segment(image: np.ndarray | Image | str | PathLike[str], model: Any = "auto", *,
             device: str | None = None) -> CascadePrediction:
     """Segment the vertebral bodies of one image.
 
@@ -94,19 +134,23 @@ def segment(image: np.ndarray | Image | str | PathLike[str], model: Any, *,
     image : array, Image, str or PathLike
         A float image in [0, 1] or a path read with :func:`read_image`.
     model : str, PathLike or Predictor
-        A run folder (loaded with :func:`load_model`) or an already loaded predictor.
+        ``"auto"`` (the shipped model for the image's DICOM Modality, :func:`choose_model`), a shipped model's
+        name, a run folder, or an already loaded predictor.
     device : str, optional
         Used when ``model`` is loaded here.
 
     Returns
     -------
     cervkit.inference.cascade.CascadePrediction
-        ``labels`` (uint8 label map, bodies 1..K top to bottom), ``boxes``, ``scores`` and ``seconds``.
+        ``labels`` (uint8 label map, bodies 1..K top to bottom), ``boxes``, ``scores`` (one detector score
+        per body) and ``seconds``.
     """
     from os import fspath
 
     if isinstance(image, (str, PathLike)):
         image = read_image(fspath(image))
+    if isinstance(model, str) and model == "auto":
+        model = choose_model(image)
     predictor = load_model(model, device=device) if isinstance(model, (str, PathLike)) else model
     return predictor.predict(image)
 

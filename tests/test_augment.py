@@ -296,6 +296,7 @@ def test_expand_dataset_requires_a_split(tmp_path) -> None:
     assert len(pd.read_csv(out)) == len(table)
 
 
+@pytest.mark.realdata
 def test_real_mri_rows_augment_consistently(real_manifest_path, tmp_path) -> None:
     table = pd.read_csv(real_manifest_path).head(2)
     table["image"] = [str(real_manifest_path.parent / p) for p in table["image"]]

@@ -168,7 +168,6 @@ def test_recalibrate_batchnorm_averages_the_loader() -> None:
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight small X-ray phantoms with a patient-level split (path of the split manifest)."""
-    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
     from cervkit.data.manifest import ensure_split
     from cervkit.data.synth.dataset import write_phantom_dataset
 
@@ -237,7 +236,7 @@ def test_time_cap_and_foreign_checkpoint(phantoms: Path, tmp_path: Path) -> None
 
     result = train_whole_image(phantoms, tmp_path / "run", model="deeplabv3plus", size=32, epochs=5,
                                max_minutes=0.0, quick=False, device="cpu")
-    assert result.epochs_run == 1 and result.best_epoch == 1
+    assert result.epochs_run == 1 and result.best_epoch == 1 and result.stop_reason == "time_cap"
     assert WholeImageModel.load(tmp_path / "run", device="cpu").size == 32
     foreign = save_checkpoint(tmp_path / "crop.pt", build_segmentation_model("deeplabv3plus"), {"crop_size": 64})
     with pytest.raises(CervkitInputError, match="not a whole-image checkpoint"):

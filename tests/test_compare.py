@@ -230,6 +230,8 @@ def test_evaluation_json_records_the_run(scenes, tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setattr(cervkit.inference.registry, "load_predictor", lambda run, device=None: Shifted(0))
     monkeypatch.setattr(cervkit.runs.folder, "read_run_info", lambda run: {"model": "yolo-unet"})
+    (tmp_path / "somerun").mkdir()
+    (tmp_path / "somerun" / "run.json").write_text('{"model": "yolo-unet"}')  # a run folder, not a model name
     ev = evaluate_run(tmp_path / "somerun", scenes, split=None, progress=False, n_boot=20)
     out = write_evaluation(ev, tmp_path / "e")
     info = json.loads((out / "evaluation.json").read_text())

@@ -68,6 +68,7 @@ def test_real_dataset_needs_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
         datasets.get_dataset("nope")
 
 
+@pytest.mark.realdata
 def test_real_dataset_found(real_manifest_path: Path) -> None:
     assert datasets.get_dataset("mri_lumbar_t2") == real_manifest_path
 

@@ -31,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory):
     """Eight small X-ray phantoms (labels 1..6 = C2..C7) with a patient-level split."""
-    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
     from cervkit.data.manifest import ensure_split
     from cervkit.data.synth.dataset import write_phantom_dataset
 
@@ -155,6 +154,26 @@ def test_box_matching() -> None:
     assert match_boxes(np.zeros((0, 4)), gt) == {"tp": 0, "fp": 0, "fn": 2}
 
 
+def test_box_iou_matches_a_brute_force_loop() -> None:
+    """Random boxes (some overlapping, some disjoint, some zero-area) against the IoU definition, pair by pair."""
+    rng = np.random.default_rng(7)
+    corners = rng.integers(0, 20, size=(2, 9, 4)).astype(np.float32)
+    a, b = (np.concatenate([np.minimum(c[:, :2], c[:, 2:]), np.maximum(c[:, :2], c[:, 2:])], axis=1) for c in corners)
+    a[0] = b[0] = [3, 3, 3, 8]  # zero-area pair: empty union counts as IoU 0
+
+    def iou(p, q) -> float:
+        w = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+        h = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+        union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    expected = np.array([[iou(p, q) for q in b.tolist()] for p in a.tolist()])  # Python floats
+    got = box_iou(a, b)
+    assert got.dtype == np.float64 and got.shape == (9, 9) and 0 < np.count_nonzero(got) < got.size
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+    assert box_iou(np.zeros((0, 4)), b).shape == (0, 9) and box_iou(a, np.zeros((0, 4))).shape == (9, 0)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(phantoms, tmp_path_factory: pytest.TempPathFactory):
     """A 2-epoch imgsz-128 training run, made with the cwd in an empty folder."""
@@ -183,6 +202,7 @@ def test_train_writes_run_folder(tiny_run) -> None:
     assert config["arguments"]["input_norm"] == "none"
     assert config["data"]["train"]["boxes"] == 6 * config["data"]["train"]["images"]
     assert "ultralytics" in config["versions"] and run.epochs_run == 2
+    assert run.stop_reason == config["limits"]["stop_reason"] == "epochs_done"
 
 
 def test_loaded_detector_applies_its_training_normalization(tiny_run, tmp_path: Path) -> None:
@@ -255,23 +275,55 @@ _GUARD = textwrap.dedent("""
 """)
 
 
-def test_offline_train_and_predict_touch_no_network(phantoms, tmp_path: Path) -> None:
-    """A fresh interpreter with every network entry point raising still trains and predicts."""
+def _user_settings(config_dir: Path) -> Path:
+    """A user's own ultralytics settings file, made by ultralytics itself, then saved in a layout of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env.update(YOLO_CONFIG_DIR=str(config_dir), YOLO_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", "import ultralytics.utils"], env=env, check=True, capture_output=True,
+                   timeout=120)
+    path = config_dir / "Ultralytics" / "settings.json"
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=4) + "\n")  # JSONDict writes indent=2
+    return path
+
+
+@pytest.mark.parametrize("config", ["cervkit", "user"])
+def test_offline_train_and_predict_touch_no_network(phantoms, tmp_path: Path, config: str) -> None:
+    """A fresh interpreter with every network entry point raising still trains and predicts.
+
+    With ``config="user"`` the user's ``YOLO_CONFIG_DIR`` holds their own settings file: it stays
+    byte-identical and nothing else is written there (the stand-in fonts go to cervkit's folder).
+    """
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(_GUARD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    user_dir = tmp_path / "user_config"
+    if config == "user":
+        settings = _user_settings(user_dir)
+        before = settings.read_bytes()
+        env["YOLO_CONFIG_DIR"] = str(user_dir)
     script = textwrap.dedent(f"""
-        import numpy as np, socket
+        import json, os, socket
+        import numpy as np
         from cervkit.data.manifest import load_manifest
         from cervkit.inference.detector import Detector
         from cervkit.training.detector import train_detector
+        def yolo_env():
+            return {{k: v for k, v in os.environ.items() if k.startswith(("YOLO_", "ULTRALYTICS_"))}}
+        env_before = yolo_env()
         run = train_detector(load_manifest({str(phantoms.path)!r}), {str(tmp_path / 'run')!r}, epochs=1,
                              imgsz=64, batch=4, device="cpu", quick=False)
         out = Detector.load(run.weights).predict([np.zeros((50, 70), np.float32)], conf=0.001)
         from ultralytics import utils
-        from cervkit.core.ultralytics_env import config_dir
-        assert utils.ONLINE is False and utils.SETTINGS["sync"] is False
-        assert (config_dir() / "Arial.ttf").is_file()
-        import os
+        from cervkit.core.ultralytics_env import config_dir, offline_ultralytics
+        assert yolo_env() == env_before  # YOLO_OFFLINE / YOLO_CONFIG_DIR only inside the scope
+        assert utils.ONLINE is False  # fixed when ultralytics was imported (inside the scope)
+        on_disk = json.loads(utils.SETTINGS_FILE.read_text())
+        assert utils.SETTINGS["sync"] == on_disk["sync"] and utils.SETTINGS["clearml"] == on_disk["clearml"]
+        with offline_ultralytics():
+            assert utils.SETTINGS["sync"] is False and utils.SETTINGS["clearml"] is False
+        fonts = {str(tmp_path / 'outputs' / 'ultralytics_config' / 'Ultralytics')!r}
+        assert os.path.isfile(os.path.join(fonts, "Arial.ttf")), os.listdir(fonts)
+        print("CONFIG", config_dir())
         assert not os.path.exists(os.environ["NET_LOG"]), open(os.environ["NET_LOG"]).read()
         try:
             socket.create_connection(("example.com", 80))
@@ -280,19 +332,27 @@ def test_offline_train_and_predict_touch_no_network(phantoms, tmp_path: Path) ->
         os.remove(os.environ["NET_LOG"])  # the deliberate probe above
         print("OK", len(out))
     """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
     env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]),
                CERVKIT_OUTPUTS=str(tmp_path / "outputs"), MPLBACKEND="Agg",
                NET_LOG=str(tmp_path / "net.log"))
     log = tmp_path / "net.log"
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     attempts = log.read_text() if log.exists() else ""
     assert proc.returncode == 0, proc.stderr[-3000:] + attempts
     assert "GUARD-ACTIVE" in proc.stdout and "OK 1" in proc.stdout
     assert "network access attempted" not in proc.stdout + proc.stderr
-    assert (tmp_path / "outputs" / "ultralytics_config" / "Ultralytics" / "settings.json").is_file()
     assert not (tmp_path / "runs").exists()
+    own = tmp_path / "outputs" / "ultralytics_config" / "Ultralytics"
+    if config == "user":
+        assert f"CONFIG {user_dir / 'Ultralytics'}" in proc.stdout
+        assert settings.read_bytes() == before
+        assert sorted(p.relative_to(user_dir).as_posix() for p in user_dir.rglob("*")) == [
+            "Ultralytics", "Ultralytics/settings.json"]
+        assert not (own / "settings.json").exists()
+    else:
+        assert f"CONFIG {own}" in proc.stdout
+        assert (own / "settings.json").is_file()
 
 
 def test_ema_callback_shortens_memory() -> None:
@@ -320,6 +380,7 @@ def test_max_minutes_caps_training(phantoms, tmp_path: Path) -> None:
     run = train_detector(phantoms, tmp_path / "run", epochs=5, imgsz=96, batch=4, device="cpu", quick=False,
                          max_minutes=1e-4)
     assert run.epochs_run == 1 and run.weights.is_file()
+    assert run.stop_reason == json.loads(run.config_json.read_text())["limits"]["stop_reason"] == "time_cap"
 
 
 def test_ultralytics_leaves_pil_open_alone(tmp_path: Path) -> None:

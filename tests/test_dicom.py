@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from skips import skip_or_fail_in_ci
 
 from cervkit.core.errors import CervkitInputError
 from cervkit.io.images import read_image
@@ -22,7 +23,7 @@ from cervkit.io.images import read_image
 def _file(name: str) -> Path:
     path = get_testdata_file(name)
     if path is None:
-        pytest.skip(f"pydicom test file {name} not installed (pydicom-data)")
+        skip_or_fail_in_ci(f"pydicom test file {name} not installed (pydicom-data, in the dev extra)")
     return Path(path)
 
 

@@ -450,6 +450,7 @@ def test_failing_export_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: 
 
 
 # ---------------------------------------------------------------- loading
+@pytest.mark.realdata
 def test_from_image_array_image_and_real_files(real_manifest_path: Path) -> None:
     import pandas as pd
 

@@ -255,6 +255,7 @@ def test_load_array_path_and_autosave(tmp_path: Path) -> None:
         MaskEditor(image, autosave_path=autosave)
 
 
+@pytest.mark.realdata
 def test_load_manifest_row(real_manifest_path: Path) -> None:
     from cervkit.data.manifest import load_manifest
     from cervkit.io.images import read_mask

@@ -93,6 +93,7 @@ def test_sha256_known_vector_and_chunking(tmp_path: Path) -> None:
     assert sha256_file(path, chunk_size=7) == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.realdata
 def test_sha256_matches_real_manifest(real_manifest_path: Path) -> None:
     manifest = pd.read_csv(real_manifest_path)
     for row in manifest.head(3).itertuples():

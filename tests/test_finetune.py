@@ -22,7 +22,6 @@ def _digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A quick X-ray-phantom cascade run (``old``) and MRI phantoms standing in for corrected images."""
-    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
     from cervkit.data.manifest import ensure_split
     from cervkit.data.synth.dataset import write_phantom_dataset
     from cervkit.training.train import train_run

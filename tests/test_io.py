@@ -15,7 +15,7 @@ from cervkit.core.errors import CervkitInputError
 from cervkit.core.image import Image
 from cervkit.io.images import binarize, read_image, read_mask, write_png
 from cervkit.io.nifti import read_nifti_spacing, write_nifti
-from cervkit.io.resize import resize_image
+from cervkit.io.resize import resize, resize_image
 
 RNG = np.random.default_rng(7)
 REC709 = np.array([0.2125, 0.7154, 0.0721])  # luminance weights (ITU-R BT.709)
@@ -231,6 +231,35 @@ def test_resize_mask_nearest_integer_factor_is_block_repeat() -> None:
     assert resize_image(lab.astype(bool), 5, is_mask=True).dtype == bool
 
 
+def test_one_nearest_resizer_for_masks_and_label_maps() -> None:
+    """resize_image(is_mask=True) is resize(nearest=True), the crop pipeline's resizer: pixel centres aligned.
+
+    Checked against exact integer arithmetic, and against scikit-image's order-0 resize (what
+    resize_image used before), which agrees everywhere but where an output pixel centre falls exactly
+    on an input pixel edge (there the pixel after the edge is taken; scikit-image's rounding varies).
+    """
+    from skimage.transform import resize as sk_resize
+
+    rng = np.random.default_rng(0)
+    cases = [((7, 5), (12, 9)), ((12, 12), (6, 4)), ((2, 4), (49, 47)), ((128, 96), (96, 128)), ((31, 17), (5, 40)),
+             ((6, 6), (6, 6))]
+    ties_seen = 0
+    for (h, w), (oh, ow) in cases:
+        lab = rng.integers(0, 8, size=(h, w)).astype(np.uint8)
+        ours = resize(lab, (oh, ow), nearest=True)
+        assert ours.dtype == np.uint8 and np.array_equal(resize_image(lab, (oh, ow), is_mask=True), ours)
+        rows = np.minimum((2 * np.arange(oh) + 1) * h // (2 * oh), h - 1)  # floor((i + 0.5) * h / oh), exactly
+        cols = np.minimum((2 * np.arange(ow) + 1) * w // (2 * ow), w - 1)
+        np.testing.assert_array_equal(ours, lab[rows[:, None], cols[None, :]])
+        ref = sk_resize(lab, (oh, ow), order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+        tie_rows = (2 * np.arange(oh) + 1) * h % (2 * oh) == 0
+        tie_cols = (2 * np.arange(ow) + 1) * w % (2 * ow) == 0
+        np.testing.assert_array_equal(ours[~tie_rows][:, ~tie_cols], ref.astype(np.uint8)[~tie_rows][:, ~tie_cols])
+        ties_seen += int(tie_rows.any() or tie_cols.any())
+    assert ties_seen >= 2
+    assert resize(lab.astype(bool), (3, 3)).dtype == bool  # integer and bool arrays default to nearest
+
+
 def test_resize_image_linear_and_spacing() -> None:
     ramp = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))
     out = resize_image(ramp, (10, 80))
@@ -245,6 +274,7 @@ def test_resize_image_linear_and_spacing() -> None:
 
 
 # ---------------------------------------------------------------- real data
+@pytest.mark.realdata
 def test_real_masks_and_images(real_manifest_path: Path) -> None:
     manifest = pd.read_csv(real_manifest_path)
     root = real_manifest_path.parent

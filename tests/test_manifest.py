@@ -69,6 +69,7 @@ def _records(n_patients: int, modality: str, images_of: callable = lambda p: 2) 
 
 # --- the real manifest -------------------------------------------------------------------------
 
+@pytest.mark.realdata
 def test_real_manifest_loads_unchanged_and_valid(real_manifest_path: Path) -> None:
     text = real_manifest_path.read_text()
     header = next(csv.reader(io.StringIO(text)))
@@ -87,6 +88,7 @@ def test_real_manifest_loads_unchanged_and_valid(real_manifest_path: Path) -> No
     assert row.extra["citation"] == first["citation"]
 
 
+@pytest.mark.realdata
 def test_real_manifest_split_saved_elsewhere_points_back(real_manifest_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "outputs" / "split.csv"
     m = ensure_split(real_manifest_path, out, seed=0)  # data folder untouched: written to out
@@ -159,11 +161,12 @@ def test_missing_columns_and_file_problems_together(dataset: Path) -> None:
 
 
 def test_sizes_from_dicom_and_nifti_headers(tmp_path: Path) -> None:
-    pydicom_data = pytest.importorskip("pydicom.data")
-    nib = pytest.importorskip("nibabel")
     import shutil
 
-    dcm = Path(pydicom_data.get_testdata_file("CT_small.dcm"))  # 128 x 128, ships with pydicom
+    import nibabel as nib
+    from pydicom.data import get_testdata_file
+
+    dcm = Path(get_testdata_file("CT_small.dcm"))  # 128 x 128, ships with pydicom
     shutil.copy(dcm, tmp_path / "ct.dcm")
     _png(tmp_path / "ok.png", (128, 128), 1)
     _png(tmp_path / "wide.png", (100, 128), 1)
@@ -360,6 +363,7 @@ def test_subset_and_rows(dataset: Path) -> None:
     assert rows[0].extra["slice_index"] in (0, 1) and rows[0].fold is None
 
 
+@pytest.mark.realdata
 def test_split_of_shared_data_goes_to_outputs(real_manifest_path: Path, outputs_tmp: Path) -> None:
     """cervkit never writes into CERVKIT_DATA_DIR: the default split file lands under outputs/splits."""
     from cervkit.data.manifest import default_split_path, ensure_split

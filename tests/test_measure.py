@@ -17,6 +17,7 @@ from skimage.io import imread
 from skimage.segmentation import find_boundaries
 
 from cervkit.core.errors import CervkitInputError
+from cervkit.data.synth.phantom import make_phantom
 from cervkit.measurements.bodies import body_stats, dens_offset
 from cervkit.measurements.endplates import CORNERS
 from cervkit.measurements.levels import CERVICAL_LEVELS, LevelAssignment, assign_levels
@@ -234,7 +235,6 @@ def test_unnamed_levels_and_bad_input() -> None:
 
 
 def test_synthetic_phantoms_cobb_and_levels() -> None:
-    synth = pytest.importorskip("cervkit.data.synth.phantom", reason="cervkit.data.synth.phantom (phantom generator) not importable")
     cobb_err, level_hits, side_hits, corner_err = [], 0, 0, []
     # both styles; spacing ~0.3 mm, endplates ~45 px long. Seeds 36 and 175 are nearly straight
     # columns facing right, which the centroid curve alone read as facing left (Cobb sign flipped).
@@ -244,7 +244,7 @@ def test_synthetic_phantoms_cobb_and_levels() -> None:
     seeds = [*range(24), 36, 175, 102, 351]
     n = len(seeds)
     for seed in seeds:
-        ph = synth.make_phantom("xray" if seed % 2 else "mri", seed=seed, size=(512, 512))
+        ph = make_phantom("xray" if seed % 2 else "mri", seed=seed, size=(512, 512))
         geo = ph.geometry
         truth = {v: k for k, v in geo["label_of_level"].items()}
         level_hits += assign_levels(ph.labels, spacing_mm=ph.spacing_mm).levels == truth
@@ -264,6 +264,7 @@ def test_synthetic_phantoms_cobb_and_levels() -> None:
     assert np.percentile(corner_err, 95) <= 2.0
 
 
+@pytest.mark.realdata
 def test_real_lumbar_masks(real_manifest_path) -> None:
     manifest = pd.read_csv(real_manifest_path)
     rows = manifest.groupby("patient_id").head(1)  # one slice per patient
@@ -286,9 +287,8 @@ def test_real_lumbar_masks(real_manifest_path) -> None:
 
 
 def test_phantom_levels_with_c7_missing_are_flagged_not_shifted() -> None:
-    synth = pytest.importorskip("cervkit.data.synth.phantom", reason="cervkit.data.synth.phantom (phantom generator) not importable")
     for seed, style in [(1, "xray"), (2, "mri"), (5, "xray")]:
-        ph = synth.make_phantom(style, seed=seed, size=(512, 512), occlude=True if style == "xray" else None)
+        ph = make_phantom(style, seed=seed, size=(512, 512), occlude=True if style == "xray" else None)
         c7 = ph.geometry["label_of_level"]["C7"]
         labels = np.where(ph.labels == c7, 0, ph.labels).astype(np.uint8)  # what a detector misses
         got = assign_levels(labels, spacing_mm=ph.spacing_mm)

@@ -252,6 +252,28 @@ def test_bootstrap_ci_contains_mean_and_shrinks_with_n() -> None:
         M.summarize([0.5, float("nan")])
 
 
+def test_bootstrap_ci_agrees_with_an_independent_resampler() -> None:
+    """The CI against a plain NumPy percentile bootstrap (another random stream) and the normal approximation."""
+    rng = np.random.default_rng(5)
+    x = rng.gamma(4.0, 0.05, 200)
+    s = M.summarize(x, n_boot=4000, seed=1)
+    means = x[rng.integers(0, x.size, size=(20000, x.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    se = x.std() / np.sqrt(x.size)  # the bootstrap standard error of the mean
+    assert abs(s["ci_low"] - lo) < 0.2 * se and abs(s["ci_high"] - hi) < 0.2 * se  # Monte Carlo error ~0.05 se
+    assert s["ci_low"] == pytest.approx(x.mean() - 1.96 * se, abs=0.3 * se)
+    assert s["ci_high"] == pytest.approx(x.mean() + 1.96 * se, abs=0.3 * se)
+    assert M.summarize(x, n_boot=4000, seed=2)["ci_low"] != s["ci_low"]  # the seed is used
+    narrow = M.summarize(x, n_boot=4000, seed=1, ci=0.5)
+    assert s["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < s["ci_high"]
+    one = M.summarize([0.7])
+    assert one["ci_low"] == one["ci_high"] == 0.7
+    y = x - rng.normal(0.01, 0.02, x.size)
+    paired = M.paired_comparison(x, y, n_boot=500, seed=3)
+    alone = M.summarize(x - y, n_boot=500, seed=3)  # same resampling of the differences
+    assert (paired["ci_low"], paired["ci_high"]) == (alone["ci_low"], alone["ci_high"])
+
+
 def test_paired_comparison_agrees_with_scipy() -> None:
     rng = np.random.default_rng(4)
     a = rng.normal(0.9, 0.03, 25)

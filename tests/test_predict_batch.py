@@ -205,7 +205,6 @@ def test_names_hash_and_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch cascade on six 64 px phantoms (it may find nothing: these tests are about files)."""
-    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
     from cervkit.data.manifest import ensure_split
     from cervkit.data.synth.dataset import write_phantom_dataset
     from cervkit.training.train import train_run

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from cervkit.inference.segmenter import CropPrediction, Segmenter
+from cervkit.io.resize import resize
 from cervkit.labels.crops import crop_window, normalise_crop
-from cervkit.labels.instances import boxes_from_labels, paste_crop, resize
+from cervkit.labels.instances import boxes_from_labels, paste_crop
 from cervkit.training.crop_dataset import CropDataset
 
 
@@ -185,6 +186,7 @@ def test_deeplab_baseline_uses_the_same_training_code(tmp_path: Path, one_thread
     assert len(preds) == int(labels.max()) and all(np.isfinite(p.prob).all() for p in preds)
 
 
+@pytest.mark.realdata
 def test_real_mri_crops(real_manifest_path: Path) -> None:
     from cervkit.data.manifest import load_manifest
 

@@ -59,6 +59,7 @@ def test_t1_like_inverts_fluid_tissue_order_and_keeps_air_dark() -> None:
     assert a2 < 0.1
 
 
+@pytest.mark.realdata
 def test_t1_like_on_real_t2_makes_bodies_brighter_than_fluid(real_manifest_path) -> None:
     from cervkit.data.manifest import load_manifest
     from cervkit.io.images import read_image, read_mask

@@ -223,6 +223,24 @@ def test_dataset_round_trip(tmp_path: Path) -> None:
     assert manifest.read_text() == before
 
 
+def test_dataset_files_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file goes through cervkit.core.files (no temporary left behind, the umask's mode, not mkstemp's 0600)."""
+    import os
+
+    from cervkit.core import files
+
+    written = []
+    real = files.atomic_write_bytes
+    monkeypatch.setattr("cervkit.data.synth.dataset.atomic_write_bytes",
+                        lambda path, data, **kw: written.append(Path(path)) or real(path, data, **kw))
+    manifest = write_phantom_dataset(tmp_path / "ds", 2, style="xray", seed=1, size=(64, 64))
+    on_disk = sorted(p for p in (tmp_path / "ds").rglob("*") if p.is_file())
+    assert sorted(written) == on_disk and manifest in written and len(on_disk) == 7
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in on_disk} == {0o666 & ~umask}
+
+
 def test_patient_grouping_default(tmp_path: Path) -> None:
     manifest = write_phantom_dataset(tmp_path / "x", 9, style="xray", seed=0, size=(96, 96))
     with manifest.open() as handle:

@@ -12,7 +12,6 @@ from cervkit.core.errors import CervkitInputError
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import cervkit.data.synth.phantom  # noqa: F401  (import order: synth before synth_dataset)
     from cervkit.data.manifest import ensure_split
     from cervkit.data.synth.dataset import write_phantom_dataset
 
@@ -36,6 +35,10 @@ def test_yolo_unet_run_is_complete_and_per_level(phantoms: Path, tmp_path: Path,
     info = read_run_info(run)
     assert info["status"] == "done" and info["stages"] == {"detector": "detector", "segmenter": "segmenter"}
     assert info["detector_classes"] == {"classes": "levels", "level_names": ["C2", "C3", "C4", "C5", "C6", "C7"]}
+    # every stage's cap in force and stop reason (quick mode: 2 epochs, well within the CPU default caps)
+    assert {s: (v["stop_reason"], v["epochs_run"]) for s, v in info["limits"].items()} == {
+        "detector": ("epochs_done", 2), "segmenter": ("epochs_done", 2)}
+    assert info["limits"]["detector"]["max_minutes"] == 15.0 and info["limits"]["segmenter"]["max_minutes"] == 12.0
     assert (run / "split.csv").is_file() and (run / "validation" / "images.csv").is_file()
     predictor = load_predictor(run, device="cpu")
     assert isinstance(predictor, Cascade) and predictor.one_per_class

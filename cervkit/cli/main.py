@@ -63,19 +63,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     no_amp = {"detector_options": {"overrides": {"amp": False}}, "segmenter_options": {"amp": False}}
     run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
                     seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite,
-                    detector_classes=args.detector_classes, resume=args.resume, **(no_amp if args.no_amp else {}))
+                    detector_classes=args.detector_classes, resume=args.resume, max_minutes=args.max_minutes,
+                    **(no_amp if args.no_amp else {}))
     from cervkit.runs.folder import read_run_info
 
-    model = read_run_info(run)["model"]
+    info = read_run_info(run)
+    model = info["model"]
+    for stage, limits in (info.get("limits") or {}).items():
+        cap = limits.get("max_minutes")
+        print(f"{stage}: stopped after epoch {limits.get('epochs_run')} of {limits.get('epochs')} "
+              f"({limits.get('stop_reason')}; time cap {'none' if cap is None else f'{cap:g} min'})")
     print(f"fine-tuned {model} from {args.resume}: {run}" if args.resume else f"trained {model}: {run}")
     return 0
+
+
+def _max_minutes(text: str) -> object:
+    """argparse type of ``train --max-minutes`` (:func:`cervkit.training.limits.parse_max_minutes`)."""
+    from cervkit.training.limits import parse_max_minutes
+
+    try:
+        return parse_max_minutes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from cervkit.inference.predict import predict_files
     from cervkit.inference.registry import load_predictor
 
-    predictor = load_predictor(Path(args.model), device=args.device)
+    predictor = load_predictor(args.model, device=args.device)
+    print(predictor.model_source.describe())
     table = predict_files(predictor, args.inputs, Path(args.out), overwrite=args.overwrite, resume=args.resume,
                           names=args.names, modality=args.modality, keep_identifiers=args.keep_identifiers,
                           run=args.model, salt=args.salt)
@@ -94,12 +111,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     for name in ("images.csv", "vertebrae.csv", "summary.csv", "evaluation.json"):
         check_writable(Path(args.out) / name, args.overwrite)  # before the (long) evaluation
-    evaluation = evaluate_run(Path(args.model), load_manifest(Path(args.manifest)), split=args.split,
+    from cervkit.zoo.store import resolve_model
+
+    print(resolve_model(args.model).describe())
+    evaluation = evaluate_run(args.model, load_manifest(Path(args.manifest)), split=args.split,
                               device=args.device, dataset=args.dataset)
     out = write_evaluation(evaluation, Path(args.out), overwrite=args.overwrite)
     print(evaluation.summary.to_string(index=False))
     print(f"{len(evaluation.images)} images evaluated; tables in {out}")
     return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from cervkit.zoo import store
+
+    if args.zoo_command == "build":
+        from cervkit.zoo.recipes import build
+
+        card = build(args.name, device=args.device)
+        print(f"built {args.name} in {card['built']['minutes']} min; card: {store.ZOO_DIR / (args.name + '.md')}")
+        for source, m in card["metrics"].items():
+            print(f"  {source}: Dice/image {m['dice_image']:.3f}, Dice/vertebra {m['dice_vertebra']:.3f}, "
+                  f"found {m['found']:.3f} ({m['images']} test images)")
+        return 0
+    names = [args.name] if getattr(args, "name", None) else store.available()
+    if args.zoo_command == "list":
+        if not names:
+            print("no shipped models in", store.ZOO_DIR)
+        for name in names:
+            card = store.card(name)
+            heads = "; ".join(f"{s} Dice/vertebra {m['dice_vertebra']:.3f}, found {m['found']:.2f}"
+                              for s, m in card["metrics"].items())
+            print(f"{name}: {card['summary']} [{card['modality']}] built {card['built']['date']}: {heads}")
+        return 0
+    bad = 0
+    for name in names:
+        problems = store.check(name)
+        print(f"{name}: {'ok' if not problems else 'FAILED'} ({len(store.card(name)['files'])} files)")
+        for line in problems:
+            print("  " + line)
+        bad += bool(problems)
+    return 1 if bad or not names else 0
 
 
 def _named_folders(items: list[str]) -> dict:
@@ -207,11 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the paper's single 'vertebra' class")
     p.add_argument("--resume", metavar="RUN",
                    help="fine-tune: a new run (--out) starting from RUN's weights, classes and sizes, with a smaller "
-                        "learning rate and epoch budget; RUN is not changed")
+                        "learning rate and epoch budget; RUN is a run folder or a shipped model (mri, xray) and "
+                        "is not changed")
+    p.add_argument("--max-minutes", metavar="MIN|STAGE=MIN,...", type=_max_minutes, default="auto",
+                   help="wall-clock cap per training stage, in minutes: stop after the epoch in which it passes "
+                        "(best weights kept). One value for every stage (e.g. 30; 'none' for no cap), or per stage, "
+                        "e.g. detector=20,segmenter=none (stages: detector, segmenter; 'model' for the one-stage "
+                        "baselines); a stage not named keeps the default 'auto': on a CPU the stage's CPU cap "
+                        "(detector 15, segmenter 12, baselines 15; 8 for a fine-tune's detector or baseline), on "
+                        "CUDA no cap, so the paper's epochs and patience run in full. Each stage prints its limits "
+                        "at its start; its config.json and run.json record the cap in force and the stop reason "
+                        "(early_stop, epochs_done or time_cap)")
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser("predict", help="segment images (files or folders) with a trained run")
-    p.add_argument("--model", required=True, help="the run folder")
+    p = sub.add_parser("predict", help="segment images (files or folders) with a trained run or a shipped model")
+    p.add_argument("--model", required=True, help="a run folder, or a shipped model: mri, xray (`zoo list`)")
     p.add_argument("--out", required=True)
     p.add_argument("--device")
     p.add_argument("--overwrite", action="store_true", help="start afresh, replacing existing outputs")
@@ -227,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="DICOM, PNG, JPG or TIFF files, or folders")
     p.set_defaults(handler=_cmd_predict)
 
-    p = sub.add_parser("evaluate", help="metrics of a trained run on a manifest")
-    p.add_argument("--model", required=True, help="the run folder")
+    p = sub.add_parser("evaluate", help="metrics of a trained run or a shipped model on a manifest")
+    p.add_argument("--model", required=True, help="a run folder, or a shipped model: mri, xray (`zoo list`)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="test", help="split to evaluate (every row when the manifest has none)")
     p.add_argument("--out", required=True)
@@ -236,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="data set name recorded for `compare` (default: the manifest's folder name)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("zoo", help="the shipped models: list, check their sha256, rebuild one from its recipe")
+    zoo = p.add_subparsers(dest="zoo_command", required=True)
+    q = zoo.add_parser("list", help="shipped models with their cards' headline numbers")
+    q.add_argument("name", nargs="?")
+    q.set_defaults(handler=_cmd_zoo)
+    q = zoo.add_parser("check", help="verify every shipped file against the sha256 on its card")
+    q.add_argument("name", nargs="?")
+    q.set_defaults(handler=_cmd_zoo)
+    q = zoo.add_parser("build", help="rebuild a shipped model from scratch with its recipe (writes cervkit/zoo/)")
+    q.add_argument("name", choices=["mri", "xray"])
+    q.add_argument("--device", help="cpu or cuda (default: CUDA when visible)")
+    q.set_defaults(handler=_cmd_zoo)
 
     p = sub.add_parser("compare", help="Table 2, paired Wilcoxon tests, box plots and Figure 5 from evaluations")
     p.add_argument("--out", required=True, help="folder for table2.csv, paired.csv and the figures")

@@ -47,7 +47,18 @@ _SPACING_SPLIT_RE = re.compile(r"[\\/;, x]+")
 
 
 def is_blank(value: Any) -> bool:
-    """Return True for a missing or empty cell."""
+    """Return True for a missing or empty cell.
+
+    Parameters
+    ----------
+    value : Any
+        A table cell (None, NaN, a string, a number ...).
+
+    Returns
+    -------
+    bool
+        True for None, NaN/NA or a string of whitespace.
+    """
     if value is None:
         return True
     if isinstance(value, str):
@@ -87,13 +98,39 @@ def parse_spacing(value: Any) -> tuple[float, float] | None:
 
 
 def resolve_path(value: Any, root: Path) -> Path:
-    """Turn a manifest path cell into an absolute path (backslashes read as separators)."""
+    """Turn a manifest path cell into an absolute path (backslashes read as separators).
+
+    Parameters
+    ----------
+    value : Any
+        The cell (a relative or absolute path).
+    root : pathlib.Path
+        Folder relative paths start from.
+
+    Returns
+    -------
+    pathlib.Path
+        The normalised absolute path.
+    """
     path = Path(str(value).strip().replace("\\", "/"))
     return Path(os.path.normpath(path if path.is_absolute() else root / path))
 
 
 def relative_path(path: Path, folder: Path) -> str:
-    """Write ``path`` relative to ``folder`` with ``/`` separators (absolute if impossible)."""
+    """Write ``path`` relative to ``folder`` with ``/`` separators (absolute if impossible).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The path to write.
+    folder : pathlib.Path
+        The folder it should be relative to.
+
+    Returns
+    -------
+    str
+        The POSIX-style relative path, or ``path`` itself on another drive.
+    """
     try:
         return Path(os.path.relpath(path, folder)).as_posix()
     except ValueError:  # another drive on Windows
@@ -167,23 +204,67 @@ class Manifest:
         return self.df[column].iloc[i]
 
     def image_path(self, i: int) -> Path:
-        """Return the absolute image path of row ``i`` (0-based position)."""
+        """Return the absolute image path of row ``i`` (0-based position).
+
+        Parameters
+        ----------
+        i : int
+            0-based row position (negative counts from the end).
+
+        Returns
+        -------
+        pathlib.Path
+            Absolute image path.
+        """
         value = self._cell(i, "image")
         if is_blank(value):
             raise CervkitInputError(f"{self.line(i)} has no image path", self.path)
         return resolve_path(value, self.root)
 
     def mask_path(self, i: int) -> Path | None:
-        """Return the absolute mask path of row ``i``, or None when its mask cell is blank."""
+        """Return the absolute mask path of row ``i``, or None when its mask cell is blank.
+
+        Parameters
+        ----------
+        i : int
+            0-based row position (negative counts from the end).
+
+        Returns
+        -------
+        pathlib.Path or None
+            Absolute mask path.
+        """
         value = self._cell(i, "mask")
         return None if is_blank(value) else resolve_path(value, self.root)
 
     def line(self, i: int) -> str:
-        """Name row ``i`` for messages: ``line N`` of the CSV (header is line 1) or ``row N``."""
+        """Name row ``i`` for messages: ``line N`` of the CSV (header is line 1) or ``row N``.
+
+        Parameters
+        ----------
+        i : int
+            0-based row position (negative counts from the end).
+
+        Returns
+        -------
+        str
+            ``"line N"`` for a manifest read from a file, ``"row N"`` otherwise.
+        """
         return f"line {i + 2}" if self.path is not None else f"row {i + 1}"
 
     def row(self, i: int) -> ManifestRow:
-        """Return row ``i`` (0-based position) as a typed :class:`ManifestRow`."""
+        """Return row ``i`` (0-based position) as a typed :class:`ManifestRow`.
+
+        Parameters
+        ----------
+        i : int
+            0-based row position (negative counts from the end).
+
+        Returns
+        -------
+        ManifestRow
+            The row's typed fields.
+        """
         known = set(REQUIRED_COLUMNS) | {"split", "fold", "pixel_spacing_mm"}
         cells = {c: self._cell(i, c) for c in self.df.columns}
         clean = {c: (None if is_blank(v) else (v.item() if isinstance(v, np.generic) else v))
@@ -202,16 +283,39 @@ class Manifest:
         )
 
     def rows(self) -> Iterator[ManifestRow]:
-        """Iterate over the rows as typed :class:`ManifestRow` objects."""
+        """Iterate over the rows as typed :class:`ManifestRow` objects.
+
+        Yields
+        ------
+        ManifestRow
+            Each row in order.
+        """
         for i in range(len(self.df)):
             yield self.row(i)
 
     def patients(self) -> list[str]:
-        """Return the distinct patient ids, sorted."""
+        """Return the distinct patient ids, sorted.
+
+        Returns
+        -------
+        list of str
+            Non-blank ``patient_id`` values, each once.
+        """
         return sorted({str(p) for p in self.df["patient_id"] if not is_blank(p)})
 
     def with_df(self, df: pd.DataFrame) -> Manifest:
-        """Return a manifest with another table (index reset), the same root and no file path."""
+        """Return a manifest with another table (index reset), the same root and no file path.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            The new table (paths relative to this manifest's root).
+
+        Returns
+        -------
+        Manifest
+            A new manifest.
+        """
         return Manifest(df.reset_index(drop=True), None, self.root)
 
     def subset(self, split: str | Iterable[str] | None = None, *,

@@ -207,7 +207,18 @@ def encode_patch(labels: np.ndarray, bbox: tuple[int, int, int, int], *,
 
 
 def decode_patch(patch: dict[str, Any]) -> np.ndarray:
-    """Return the rectangle of label values an :func:`encode_patch` dict holds."""
+    """Return the rectangle of label values an :func:`encode_patch` dict holds.
+
+    Parameters
+    ----------
+    patch : dict
+        ``bbox`` (x_min, y_min, x_max, y_max), ``encoding`` (``"png"`` or ``"rle"``) and ``data``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (y_max - y_min, x_max - x_min) label values.
+    """
     x0, y0, x1, y1 = (int(v) for v in patch["bbox"])
     shape = (y1 - y0, x1 - x0)
     if patch.get("encoding", "png") == "rle":

@@ -46,7 +46,24 @@ class Step:
     @classmethod
     def from_maps(cls, reason: str, old: np.ndarray, new: np.ndarray, bbox: BBox | None,
                   active_before: int, active_after: int) -> Step:
-        """Build a step from the maps before and after an edit and the changed box."""
+        """Build a step from the maps before and after an edit and the changed box.
+
+        Parameters
+        ----------
+        reason : str
+            What the edit was.
+        old, new : numpy.ndarray
+            uint8 (H, W) label maps before and after the edit.
+        bbox : BBox or None
+            The changed rectangle; None stores no pixels (only the active-label change).
+        active_before, active_after : int
+            The active label before and after.
+
+        Returns
+        -------
+        Step
+            The step, ``bbox``'s contents compressed.
+        """
         if bbox is None:
             return cls(reason, None, b"", b"", int(active_before), int(active_after))
         x0, y0, x1, y1 = bbox
@@ -60,7 +77,15 @@ class Step:
         return len(self.before) + len(self.after) + 200
 
     def write(self, labels: np.ndarray, which: str) -> None:
-        """Write the ``"before"`` or ``"after"`` contents into ``labels`` in place."""
+        """Write the ``"before"`` or ``"after"`` contents into ``labels`` in place.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            uint8 (H, W) label map, changed in place.
+        which : {"before", "after"}
+            ``"before"`` to undo the step, ``"after"`` to redo it.
+        """
         if self.bbox is None:
             return
         x0, y0, x1, y1 = self.bbox
@@ -118,7 +143,13 @@ class History:
         return sum(step.nbytes for step in self._steps)
 
     def push(self, step: Step) -> None:
-        """Add a new step; this clears the redo steps and drops the oldest beyond the bounds."""
+        """Add a new step; this clears the redo steps and drops the oldest beyond the bounds.
+
+        Parameters
+        ----------
+        step : Step
+            The edit just made.
+        """
         del self._steps[self._pos:]
         self._steps.append(step)
         total = self.size_bytes
@@ -127,14 +158,26 @@ class History:
         self._pos = len(self._steps)
 
     def undo(self) -> Step | None:
-        """Move back one step and return it (to revert), or None at the start."""
+        """Move back one step and return it (to revert), or None at the start.
+
+        Returns
+        -------
+        Step or None
+            The step to revert.
+        """
         if not self.can_undo:
             return None
         self._pos -= 1
         return self._steps[self._pos]
 
     def redo(self) -> Step | None:
-        """Move forward one step and return it (to re-apply), or None at the end."""
+        """Move forward one step and return it (to re-apply), or None at the end.
+
+        Returns
+        -------
+        Step or None
+            The step to re-apply.
+        """
         if not self.can_redo:
             return None
         self._pos += 1

@@ -13,7 +13,18 @@ BBox = tuple[int, int, int, int]
 
 
 def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a 2D uint8 array or raise CervkitInputError."""
+    """Return ``labels`` as a 2D uint8 array or raise CervkitInputError.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (H, W) integer or bool label map with values in 0..255.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W); ``labels`` itself when already uint8.
+    """
     arr = np.asarray(labels)
     if arr.ndim != 2:
         raise CervkitInputError(f"a label map must be 2D (H, W), got shape {arr.shape}")
@@ -27,7 +38,18 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def check_value(value: int) -> int:
-    """Return ``value`` as an int in 0..255 or raise CervkitInputError."""
+    """Return ``value`` as an int in 0..255 or raise CervkitInputError.
+
+    Parameters
+    ----------
+    value : int
+        A label value.
+
+    Returns
+    -------
+    int
+        ``value`` as int.
+    """
     v = int(value)
     if not 0 <= v <= 255:
         raise CervkitInputError(f"label value {value} is outside 0..255")
@@ -51,7 +73,18 @@ def changed_bbox(before: np.ndarray, after: np.ndarray) -> BBox | None:
 
 
 def mask_bbox(mask: np.ndarray) -> BBox | None:
-    """Return the tight (x_min, y_min, x_max, y_max) box of a 2D boolean mask, or None if empty."""
+    """Return the tight (x_min, y_min, x_max, y_max) box of a 2D boolean mask, or None if empty.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool (H, W).
+
+    Returns
+    -------
+    BBox or None
+        (x_min, y_min, x_max, y_max), max exclusive; None when the mask is empty.
+    """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None

@@ -22,7 +22,18 @@ __all__ = ["read_autosave", "sidecar_path", "write_autosave"]
 
 
 def sidecar_path(path: str | PathLike[str]) -> Path:
-    """Return the JSON sidecar of an autosave PNG: ``edit.png`` → ``edit.png.json``."""
+    """Return the JSON sidecar of an autosave PNG: ``edit.png`` → ``edit.png.json``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The autosave PNG.
+
+    Returns
+    -------
+    pathlib.Path
+        The sidecar's path.
+    """
     path = Path(path)
     return path.with_name(path.name + ".json")
 

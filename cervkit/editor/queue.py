@@ -210,7 +210,18 @@ class CorrectionQueue:
         return self.items[self.index]
 
     def status(self, item: ItemRef = None) -> str:
-        """``"accepted"``, ``"flagged"`` or ``"pending"`` for an item (default the current one)."""
+        """``"accepted"``, ``"flagged"`` or ``"pending"`` for an item (default the current one).
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        str
+            The item's status in the corrected manifest.
+        """
         row = self._rows.get(self._item(item).stem)
         return str(row.get("status")) if row and row.get("status") else "pending"
 
@@ -257,7 +268,18 @@ class CorrectionQueue:
 
     # ---------------------------------------------------------------- moving
     def goto(self, target: int | str) -> QueueItem:
-        """Move to a position (negative counts from the end) or an ``output_stem``; return the item."""
+        """Move to a position (negative counts from the end) or an ``output_stem``; return the item.
+
+        Parameters
+        ----------
+        target : int or str
+            A position in the queue's order, or an item's ``output_stem``.
+
+        Returns
+        -------
+        QueueItem
+            The new current item.
+        """
         if isinstance(target, str):
             target = self._position(target)
         if not -len(self.items) <= target < len(self.items):
@@ -276,24 +298,69 @@ class CorrectionQueue:
         return None
 
     def next(self) -> QueueItem | None:
-        """Move to the next item (skipping accepted ones unless ``include_accepted``); None at the end."""
+        """Move to the next item (skipping accepted ones unless ``include_accepted``); None at the end.
+
+        Returns
+        -------
+        QueueItem or None
+            The new current item; None (and no move) when no later item qualifies.
+        """
         return self._step(1)
 
     def previous(self) -> QueueItem | None:
-        """Move to the previous item (same skipping); None at the start."""
+        """Move to the previous item (same skipping); None at the start.
+
+        Returns
+        -------
+        QueueItem or None
+            The new current item; None (and no move) when no earlier item qualifies.
+        """
         return self._step(-1)
 
     # ----------------------------------------------------- labels and autosave
     def autosave_path(self, item: ItemRef = None) -> Path:
-        """The item's autosave PNG: ``corrected_dir/autosave/<stem>.png``."""
+        """The item's autosave PNG: ``corrected_dir/autosave/<stem>.png``.
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        pathlib.Path
+            The path (the file may not exist).
+        """
         return self.corrected_dir / "autosave" / f"{self._item(item).stem}.png"
 
     def corrected_mask_path(self, item: ItemRef = None) -> Path:
-        """Where the item's accepted mask is written: ``corrected_dir/masks/<stem>.png``."""
+        """Where the item's accepted mask is written: ``corrected_dir/masks/<stem>.png``.
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        pathlib.Path
+            The path (the file exists once the item is accepted).
+        """
         return self.corrected_dir / "masks" / f"{self._item(item).stem}.png"
 
     def base_labels(self, item: ItemRef = None) -> np.ndarray:
-        """The item's accepted mask if it has one, else its draft."""
+        """The item's accepted mask if it has one, else its draft.
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        numpy.ndarray
+            uint8 (H, W) label map.
+        """
         from cervkit.io.images import read_mask
 
         item = self._item(item)
@@ -302,19 +369,52 @@ class CorrectionQueue:
         return read_mask(mask if accepted and mask.is_file() else item.draft_mask)
 
     def working_labels(self, item: ItemRef = None) -> np.ndarray:
-        """What the item opens with: its autosave (edit in progress), else :meth:`base_labels`."""
+        """What the item opens with: its autosave (edit in progress), else :meth:`base_labels`.
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        numpy.ndarray
+            uint8 (H, W) label map.
+        """
         from cervkit.io.images import read_mask
 
         path = self.autosave_path(item)
         return read_mask(path) if path.is_file() else self.base_labels(item)
 
     def has_edit(self, item: ItemRef = None) -> bool:
-        """Whether the item has an unaccepted edit (an autosave that differs from its base)."""
+        """Whether the item has an unaccepted edit (an autosave that differs from its base).
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        bool
+            True when the autosave exists and differs from :meth:`base_labels`.
+        """
         path = self.autosave_path(item)
         return path.is_file() and not np.array_equal(self.working_labels(item), self.base_labels(item))
 
     def open_state(self, item: ItemRef = None) -> EditorState:
-        """An :class:`EditorState` for the item, with its working labels, autosaving to :meth:`autosave_path`."""
+        """An :class:`EditorState` for the item, with its working labels, autosaving to :meth:`autosave_path`.
+
+        Parameters
+        ----------
+        item : int, str or QueueItem, optional
+            A position, an ``output_stem`` or an item; default the current one.
+
+        Returns
+        -------
+        EditorState
+            The item's image and working labels, ready for the editor.
+        """
         item = self._item(item)
         return EditorState.from_image(item.image, self.working_labels(item), autosave_path=self.autosave_path(item),
                                       overwrite_autosave=True)
@@ -377,7 +477,13 @@ class CorrectionQueue:
         return target
 
     def flag(self, reason: str) -> None:
-        """Flag the current item (e.g. "C7 hidden by shoulders") to revisit; its mask, if any, is kept."""
+        """Flag the current item (e.g. "C7 hidden by shoulders") to revisit; its mask, if any, is kept.
+
+        Parameters
+        ----------
+        reason : str
+            Why the item needs another look (non-empty), kept in the row.
+        """
         if not str(reason).strip():
             raise CervkitInputError("say why the item is flagged (reason=...)", self.current.image)
         row = dict(self._rows.get(self.current.stem) or {})

@@ -115,21 +115,52 @@ class QueueEditor(w.VBox):
         return self.editor.labels
 
     def next(self) -> QueueItem | None:
-        """Go to the next open item (its edit in progress, accepted mask or draft); None at the end."""
+        """Go to the next open item (its edit in progress, accepted mask or draft); None at the end.
+
+        Returns
+        -------
+        QueueItem or None
+            The new current item.
+        """
         return self._show(self.queue.next())
 
     def previous(self) -> QueueItem | None:
-        """Go to the previous open item; None at the start."""
+        """Go to the previous open item; None at the start.
+
+        Returns
+        -------
+        QueueItem or None
+            The new current item.
+        """
         return self._show(self.queue.previous())
 
     def goto(self, target: int | str) -> QueueItem:
-        """Go to a queue position or ``output_stem`` (accepted items too)."""
+        """Go to a queue position or ``output_stem`` (accepted items too).
+
+        Parameters
+        ----------
+        target : int or str
+            A position in the queue's order, or an item's ``output_stem``.
+
+        Returns
+        -------
+        QueueItem
+            The new current item.
+        """
         item = self.queue.goto(target)
         self._show(item)
         return item
 
     def accept(self, note: str | None = None, *, advance: bool = True) -> None:
-        """Accept the editor's labels for the current item (note: the Note box unless given), then move on."""
+        """Accept the editor's labels for the current item (note: the Note box unless given), then move on.
+
+        Parameters
+        ----------
+        note : str, optional
+            Free text kept in the row; default the Note box's text.
+        advance : bool, default True
+            Move to the next open item afterwards.
+        """
         path = self.queue.accept(self.editor.labels, note=self.note.value if note is None else note)
         self.note.value = ""
         stem = self.queue.current.stem
@@ -138,7 +169,15 @@ class QueueEditor(w.VBox):
         self.message.value = f"accepted {stem} → {path.name}"
 
     def flag(self, reason: str | None = None, *, advance: bool = True) -> None:
-        """Flag the current item (reason: the Reason box unless given), then move on."""
+        """Flag the current item (reason: the Reason box unless given), then move on.
+
+        Parameters
+        ----------
+        reason : str, optional
+            Why the item needs another look; default the Reason box's text.
+        advance : bool, default True
+            Move to the next open item afterwards.
+        """
         self.queue.flag(self.reason.value if reason is None else reason)
         self.reason.value = ""
         stem = self.queue.current.stem

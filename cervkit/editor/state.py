@@ -133,11 +133,24 @@ class EditorState:
         return self.history.size_bytes
 
     def present_labels(self) -> list[int]:
-        """Return the labels (vertebrae) present in the map, ascending."""
+        """Return the labels (vertebrae) present in the map, ascending.
+
+        Returns
+        -------
+        list of int
+            Non-zero labels in the map.
+        """
         return [int(v) for v in np.unique(self.labels) if v != 0]
 
     def add_listener(self, callback: Listener) -> None:
-        """Call ``callback(bbox, reason)`` after every change (bbox None: nothing to redraw)."""
+        """Call ``callback(bbox, reason)`` after every change (bbox None: nothing to redraw).
+
+        Parameters
+        ----------
+        callback : callable
+            ``callback(bbox, reason)``: the changed rectangle (or None) and the change's name (``"stroke"``,
+            ``"undo"``, ...).
+        """
         self._listeners.append(callback)
 
     def _checked(self, labels: np.ndarray) -> np.ndarray:
@@ -195,13 +208,35 @@ class EditorState:
         return self._commit(new, bbox, "erase" if erase else "stroke")
 
     def polygon(self, points: Points) -> tools.BBox | None:
-        """Fill a lasso polygon with the active label; return the changed rectangle."""
+        """Fill a lasso polygon with the active label; return the changed rectangle.
+
+        Parameters
+        ----------
+        points : sequence of (x, y)
+            The polygon's vertices in pixel-edge coordinates.
+
+        Returns
+        -------
+        BBox or None
+            The changed rectangle, None when nothing changed (no step recorded).
+        """
         new, bbox = tools.fill_polygon(self.labels, points, self.active_label,
                                        only_background=self.protect_others)
         return self._commit(new, bbox, "polygon")
 
     def flood(self, x: float, y: float) -> tools.BBox | None:
-        """Flood-fill the region under (x, y) with the active label; return the changed rectangle."""
+        """Flood-fill the region under (x, y) with the active label; return the changed rectangle.
+
+        Parameters
+        ----------
+        x, y : float
+            The seed point in pixel-edge coordinates.
+
+        Returns
+        -------
+        BBox or None
+            The changed rectangle, None when nothing changed (no step recorded).
+        """
         new, bbox = tools.flood_fill(self.labels, (x, y), self.active_label)
         return self._commit(new, bbox, "fill")
 
@@ -245,13 +280,32 @@ class EditorState:
         return min(self.active_label, top) if top else 1
 
     def add_vertebra(self) -> int:
-        """Make the smallest unused label active (one undoable step) and return it."""
+        """Make the smallest unused label active (one undoable step) and return it.
+
+        Returns
+        -------
+        int
+            The new active label.
+        """
         label = tools.next_free_label(self.labels)
         self._commit(self.labels, None, "add vertebra", active_after=label)
         return label
 
     def delete_vertebra(self, label: int | None = None, *, renumber: bool = True) -> tools.BBox | None:
-        """Delete a vertebra (default the active one) and renumber the rest top to bottom."""
+        """Delete a vertebra (default the active one) and renumber the rest top to bottom.
+
+        Parameters
+        ----------
+        label : int, optional
+            The label to delete; default the active one.
+        renumber : bool, default True
+            Renumber the remaining labels 1..K top to bottom (the active label follows its vertebra).
+
+        Returns
+        -------
+        BBox or None
+            The changed rectangle, None when nothing changed (no step recorded).
+        """
         label = self.active_label if label is None else int(label)
         cleared = tools.delete_label(self.labels, label, renumber=False)
         new = tools.relabel_top_to_bottom(cleared) if renumber else cleared
@@ -259,12 +313,31 @@ class EditorState:
         return self._commit(new, tools.changed_bbox(self.labels, new), "delete vertebra", active)
 
     def set_labels(self, labels: np.ndarray, reason: str = "set labels") -> tools.BBox | None:
-        """Replace the whole label map (e.g. with an auto-segmentation) as one undoable step."""
+        """Replace the whole label map (e.g. with an auto-segmentation) as one undoable step.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            uint8 (H, W) label map of the image's shape (copied).
+        reason : str
+            Name of the step (passed to listeners).
+
+        Returns
+        -------
+        BBox or None
+            The changed rectangle, None when nothing changed (no step recorded).
+        """
         new = self._checked(labels)
         return self._commit(new, tools.changed_bbox(self.labels, new), reason)
 
     def undo(self) -> tools.BBox | None:
-        """Revert the last step; return its changed rectangle (None if nothing to undo)."""
+        """Revert the last step; return its changed rectangle (None if nothing to undo).
+
+        Returns
+        -------
+        BBox or None
+            The undone step's rectangle; None when there was nothing to undo.
+        """
         step = self.history.undo()
         if step is None:
             return None
@@ -277,7 +350,13 @@ class EditorState:
         return step.bbox
 
     def redo(self) -> tools.BBox | None:
-        """Re-apply the last undone step; return its changed rectangle (None if none)."""
+        """Re-apply the last undone step; return its changed rectangle (None if none).
+
+        Returns
+        -------
+        BBox or None
+            The redone step's rectangle; None when there was nothing to redo.
+        """
         step = self.history.redo()
         if step is None:
             return None
@@ -296,6 +375,16 @@ class EditorState:
         Kernel-side actions (undo, redo, tools, brush size, selecting vertebra
         1..9) are applied here; view-side ones ("fit") are only named. An
         unknown key returns ``""`` and changes nothing.
+
+        Parameters
+        ----------
+        key : str
+            The key as the browser names it (e.g. ``"z"``, ``"Ctrl+Z"``, ``"]"``, ``"3"``).
+
+        Returns
+        -------
+        str
+            The action's name, ``""`` for an unknown key.
         """
         name = normalize_key(key)
         action = SHORTCUTS.get(name, "")
@@ -319,7 +408,13 @@ class EditorState:
                 "level_names": {str(k): v for k, v in self.level_names.items()}}
 
     def autosave(self) -> Path | None:
-        """Write the autosave now (done automatically after every change); return its path."""
+        """Write the autosave now (done automatically after every change); return its path.
+
+        Returns
+        -------
+        pathlib.Path or None
+            The autosave PNG; None without ``autosave_path``.
+        """
         if self.autosave_path is None:
             return None
         return write_autosave(self.autosave_path, self.labels, self._info())
@@ -337,6 +432,11 @@ class EditorState:
             The image; default: read the sidecar's ``source`` file.
         **kwargs
             Passed to :class:`EditorState`.
+
+        Returns
+        -------
+        EditorState
+            The recovered state, autosaving to ``autosave_path``.
         """
         labels, info = read_autosave(autosave_path)
         source = str(info.get("source", ""))
@@ -361,6 +461,20 @@ class EditorState:
         """Open an image (array, Image, or any file :func:`cervkit.io.images.read_image` reads) for editing.
 
         ``labels`` may be an array or a mask file (:func:`cervkit.io.images.read_mask`).
+
+        Parameters
+        ----------
+        image : numpy.ndarray, Image, str or PathLike
+            The image, or its file (then ``source`` defaults to the path).
+        labels : numpy.ndarray, str or PathLike, optional
+            Label map or mask file; default all background.
+        **kwargs
+            Passed to :class:`EditorState`.
+
+        Returns
+        -------
+        EditorState
+            The new state.
         """
         if isinstance(image, (str, PathLike)):
             from cervkit.io.images import read_image
@@ -374,19 +488,60 @@ class EditorState:
         return cls(image, labels, **kwargs)
 
     def export_labels(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as 8-bit PNG (:func:`cervkit.export.bundle.write_label_png`), atomically."""
+        """Write the label map as 8-bit PNG (:func:`cervkit.export.bundle.write_label_png`), atomically.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            Destination PNG.
+        overwrite : bool, default False
+            Replace an existing file; otherwise an existing ``path`` raises.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         from cervkit.export.bundle import write_label_png
 
         return write_label_png(path, self.labels, overwrite=overwrite)
 
     def export_overlay(self, path: str | PathLike[str], *, alpha: float = 0.4, overwrite: bool = False) -> Path:
-        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.bundle.write_overlay_png`)."""
+        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.bundle.write_overlay_png`).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            Destination PNG.
+        alpha : float, default 0.4
+            Opacity of the label colours.
+        overwrite : bool, default False
+            Replace an existing file; otherwise an existing ``path`` raises.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         from cervkit.export.bundle import write_overlay_png
 
         return write_overlay_png(path, self.image, self.labels, alpha=alpha, overwrite=overwrite)
 
     def export_nifti(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.bundle.write_label_nifti`)."""
+        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.bundle.write_label_nifti`).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            Destination ``.nii`` or ``.nii.gz``.
+        overwrite : bool, default False
+            Replace an existing file; otherwise an existing ``path`` raises.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         from cervkit.export.bundle import write_label_nifti
 
         return write_label_nifti(path, self.labels, self.spacing_mm, overwrite=overwrite)

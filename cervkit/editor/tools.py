@@ -268,6 +268,16 @@ def delete_label(labels: np.ndarray, label: int, *, renumber: bool = True) -> np
 def next_free_label(labels: np.ndarray) -> int:
     """Return the smallest label in 1..255 not used in ``labels``.
 
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        uint8 (H, W) label map.
+
+    Returns
+    -------
+    int
+        The free label.
+
     Raises
     ------
     CervkitInputError

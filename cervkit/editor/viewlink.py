@@ -47,12 +47,29 @@ class ViewFirstState(EditorState):
 
 
 def image_png(image: np.ndarray) -> str:
-    """Return base64 of the image as an 8-bit grayscale PNG (the view's copy; it applies the window)."""
+    """Return base64 of the image as an 8-bit grayscale PNG (the view's copy; it applies the window).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) image in [0, 1] (clipped).
+
+    Returns
+    -------
+    str
+        Base64 PNG.
+    """
     return encode_labels(np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8), compress_level=1)
 
 
 def palette() -> list[list[int]]:
-    """One cycle of the label colours (:func:`cervkit.viz.label_colors`): label k uses row (k-1) % len."""
+    """One cycle of the label colours (:func:`cervkit.viz.label_colors`): label k uses row (k-1) % len.
+
+    Returns
+    -------
+    list of list of int
+        RGB rows, 0..255.
+    """
     from cervkit.viz import label_colors
 
     colors = label_colors(255).astype(int)
@@ -90,7 +107,18 @@ def patch_for(labels: np.ndarray, bbox: BBox, max_chars: int = PATCH_MAX_CHARS) 
 
 
 def label_summary(labels: np.ndarray) -> tuple[int, int]:
-    """Return (highest label present, number of labels present), background excluded."""
+    """Return (highest label present, number of labels present), background excluded.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        uint8 (H, W) label map.
+
+    Returns
+    -------
+    (int, int)
+        Highest label (0 when empty) and how many labels are present.
+    """
     counts = np.bincount(labels.ravel(), minlength=256)  # far cheaper than np.unique
     present = np.flatnonzero(counts[1:]) + 1
     return (int(present[-1]) if present.size else 0), int(present.size)

@@ -158,6 +158,15 @@ class MaskEditor(anywidget.AnyWidget):
         A manifest row (:class:`cervkit.data.table.ManifestRow` or anything with
         ``image`` and ``mask`` attributes) brings its mask and spacing along.
         The undo history starts afresh.
+
+        Parameters
+        ----------
+        source : array, Image, str, PathLike or manifest row
+            The image to open.
+        labels : numpy.ndarray, str or PathLike, optional
+            Label map or mask file; default the row's mask, else all background.
+        spacing_mm : (float, float), optional
+            (row, col) pixel spacing in mm; default the image's or the row's.
         """
         if hasattr(source, "image") and hasattr(source, "mask") and not isinstance(source, Image):
             if labels is None and source.mask is not None:
@@ -298,20 +307,51 @@ class MaskEditor(anywidget.AnyWidget):
 
     # ------------------------------------------------------ scripted editing
     def apply_stroke(self, points: Sequence[Sequence[float]], erase: bool = False) -> None:
-        """Paint (or erase) a stroke through the same path as the browser (pixel-edge (x, y) points)."""
+        """Paint (or erase) a stroke through the same path as the browser (pixel-edge (x, y) points).
+
+        Parameters
+        ----------
+        points : sequence of (x, y)
+            Pointer positions in pixel-edge coordinates.
+        erase : bool, default False
+            Erase instead of paint.
+        """
         self.handle_message({"type": "stroke", "points": [list(map(float, p)) for p in points],
                              "erase": bool(erase)})
 
     def apply_polygon(self, points: Sequence[Sequence[float]]) -> None:
-        """Fill a polygon with the active label."""
+        """Fill a polygon with the active label.
+
+        Parameters
+        ----------
+        points : sequence of (x, y)
+            The polygon's vertices in pixel-edge coordinates.
+        """
         self.handle_message({"type": "polygon", "points": [list(map(float, p)) for p in points]})
 
     def apply_flood(self, x: float, y: float) -> None:
-        """Flood-fill the region under (x, y) with the active label."""
+        """Flood-fill the region under (x, y) with the active label.
+
+        Parameters
+        ----------
+        x, y : float
+            The seed point in pixel-edge coordinates.
+        """
         self.handle_message({"type": "flood", "x": float(x), "y": float(y)})
 
     def press(self, key: str) -> str:
-        """Press a keyboard shortcut (e.g. ``"z"``); return its action."""
+        """Press a keyboard shortcut (e.g. ``"z"``); return its action.
+
+        Parameters
+        ----------
+        key : str
+            The key as the browser names it (see :func:`cervkit.editor.keys.normalize_key`).
+
+        Returns
+        -------
+        str
+            The action's name, ``""`` for an unknown key.
+        """
         return self.handle_message({"type": "key", "key": key})
 
     def undo(self) -> None:
@@ -323,20 +363,48 @@ class MaskEditor(anywidget.AnyWidget):
         self.handle_message({"type": "redo"})
 
     def add_vertebra(self) -> int:
-        """Make the next free label active (one undoable step); return it."""
+        """Make the next free label active (one undoable step); return it.
+
+        Returns
+        -------
+        int
+            The new active label.
+        """
         self.handle_message({"type": "add"})
         return self.state.active_label
 
     def delete_vertebra(self, label: int | None = None) -> None:
-        """Delete a vertebra (default the active one) and renumber the rest."""
+        """Delete a vertebra (default the active one) and renumber the rest.
+
+        Parameters
+        ----------
+        label : int, optional
+            The label to delete; default the active one.
+        """
         self.handle_message({"type": "delete", "label": label})
 
     def clean(self, op: str, label: int | None = None) -> None:
-        """Run a clean-up: ``fill_holes``, ``remove_islands``, ``smooth`` or ``relabel``."""
+        """Run a clean-up: ``fill_holes``, ``remove_islands``, ``smooth`` or ``relabel``.
+
+        Parameters
+        ----------
+        op : {"fill_holes", "remove_islands", "smooth", "relabel"}
+            The clean-up (see :meth:`cervkit.editor.state.EditorState.clean`).
+        label : int, optional
+            Only this label (ignored by ``relabel``); default all.
+        """
         self.handle_message({"type": "clean", "op": op, "label": label})
 
     def set_labels(self, labels: np.ndarray, reason: str = "set labels") -> None:
-        """Replace the whole map as one undoable step."""
+        """Replace the whole map as one undoable step.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            uint8 (H, W) label map of the image's shape.
+        reason : str
+            Name of the step.
+        """
         self.state.set_labels(labels, reason)
         self._sync_traits(reason)
 
@@ -373,7 +441,21 @@ class MaskEditor(anywidget.AnyWidget):
         """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``<stem>_mask.nii.gz``, each atomically.
 
         Nothing is written when any of them exists and ``overwrite`` is False (FileExistsError
-        names them). Returns ``{"labels": path, "overlay": path, "nifti": path}``.
+        names them).
+
+        Parameters
+        ----------
+        folder : str or PathLike
+            Destination folder (created).
+        stem : str
+            File name prefix.
+        overwrite : bool, default False
+            Replace existing files.
+
+        Returns
+        -------
+        dict of str to pathlib.Path
+            ``{"labels": path, "overlay": path, "nifti": path}``.
         """
         out = Path(folder)
         paths = {"labels": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png",

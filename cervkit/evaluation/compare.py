@@ -140,7 +140,18 @@ def collect(evaluations: Mapping[Key, Source]) -> list[ModelResult]:
 
 
 def datasets_of(results: Sequence[ModelResult]) -> list[str]:
-    """Data set names in order of first appearance."""
+    """Data set names in order of first appearance.
+
+    Parameters
+    ----------
+    results : sequence of ModelResult
+        Loaded evaluations (:func:`collect`).
+
+    Returns
+    -------
+    list of str
+        Each data set once.
+    """
     return list(dict.fromkeys(r.dataset for r in results))
 
 
@@ -221,7 +232,20 @@ def _by_dataset(results: Sequence[ModelResult], reference: str) -> dict[str, tup
 
 
 def join_paired(ref: ModelResult, other: ModelResult, metrics: Sequence[str]) -> pd.DataFrame:
-    """Per-image rows of two models on the same images (error naming the differences otherwise)."""
+    """Per-image rows of two models on the same images (error naming the differences otherwise).
+
+    Parameters
+    ----------
+    ref, other : ModelResult
+        The reference model's and another model's evaluation of one data set.
+    metrics : sequence of str
+        Per-image metric columns to keep.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``image`` and ``<metric>_ref``, ``<metric>_model`` for each metric, one row per image.
+    """
     a, b = set(ref.images["image"]), set(other.images["image"])
     if a != b:
         only_ref, only_other = sorted(a - b), sorted(b - a)
@@ -237,6 +261,15 @@ def join_paired(ref: ModelResult, other: ModelResult, metrics: Sequence[str]) ->
 def paired_differences(evaluations: Mapping[Key, Source], *, reference: str = "yolo-unet",
                        metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
     """Per-image differences of every model against the reference, within each data set.
+
+    Parameters
+    ----------
+    evaluations : mapping
+        See :func:`collect`.
+    reference : str
+        The model the others are compared with.
+    metrics : sequence of str
+        Per-image metrics to compare.
 
     Returns
     -------

@@ -203,6 +203,16 @@ def cross_validate(manifest: str | PathLike[str] | Any, out: str | PathLike[str]
 def read_crossval(out: str | PathLike[str]) -> CrossValidation:
     """Load ``folds.csv`` and ``summary.csv`` written by :func:`cross_validate`.
 
+    Parameters
+    ----------
+    out : str or PathLike
+        The cross-validation folder.
+
+    Returns
+    -------
+    CrossValidation
+        Per-fold table, its summary and the folder.
+
     Raises
     ------
     CervkitInputError

@@ -19,6 +19,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cervkit.core.errors import CervkitInputError
@@ -52,7 +53,7 @@ class Evaluation:
 
 
 def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progress: bool | None = None,
-                       n_boot: int = 2000, seed: int = 0) -> Evaluation:
+                       n_boot: int = 2000, seed: int = 0, unannotated: bool | str = "auto") -> Evaluation:
     """Predict every image of a manifest (one split) and compare with its mask.
 
     Parameters
@@ -69,21 +70,27 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
         Bootstrap resamples for the confidence intervals.
     seed : int
         Bootstrap seed.
+    unannotated : bool or "auto"
+        Drop predicted bodies outside the annotated levels before scoring
+        (:func:`cervkit.evaluation.matching.drop_unannotated`). ``"auto"``: when the manifest has a ``levels``
+        column, i.e. declares which levels its masks annotate.
 
     Returns
     -------
     Evaluation
-        Per-image, per-vertebra and summary tables.
+        Per-image, per-vertebra and summary tables (``images.csv`` records ``unannotated_dropped``).
     """
     from tqdm.auto import tqdm
 
-    from cervkit.evaluation.matching import image_and_vertebra_metrics
+    from cervkit.evaluation.matching import drop_unannotated, image_and_vertebra_metrics
     from cervkit.evaluation.metrics import summarize
     from cervkit.io.images import read_image, read_mask
 
     subset = manifest.subset(split=split) if split and "split" in manifest.df.columns else manifest
     if len(subset) == 0:
         raise CervkitInputError(f"no rows to evaluate (split={split!r})", manifest.path)
+    if unannotated == "auto":
+        unannotated = "levels" in manifest.df.columns
     image_rows, vertebra_tables = [], []
     for row in tqdm(list(subset.rows()), desc="evaluate", unit="image", disable=None if progress is None else not progress):
         if row.mask is None:
@@ -96,9 +103,12 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
         start = time.perf_counter()
         pred = predictor.predict(image.array)
         seconds = time.perf_counter() - start
-        per_image, per_vertebra = image_and_vertebra_metrics(pred.labels, gt, spacing)
+        labels = drop_unannotated(pred.labels, gt) if unannotated else pred.labels
+        dropped = len(np.unique(pred.labels)) - len(np.unique(labels))
+        per_image, per_vertebra = image_and_vertebra_metrics(labels, gt, spacing)
         image_rows.append({"image": str(row.image), "mask": str(row.mask), "patient_id": row.patient_id,
-                           "modality": row.modality, **per_image, "seconds": seconds})
+                           "modality": row.modality, **per_image, "seconds": seconds,
+                           "unannotated_dropped": int(dropped)})
         per_vertebra.insert(0, "image", str(row.image))
         vertebra_tables.append(per_vertebra)
     images = pd.DataFrame(image_rows)
@@ -116,7 +126,7 @@ def evaluate_run(run: str | PathLike[str], manifest: Any, *, split: str | None =
     Parameters
     ----------
     run : str or PathLike
-        A finished run folder (:func:`cervkit.inference.registry.load_predictor`).
+        A finished run folder or a shipped model's name (:func:`cervkit.inference.registry.load_predictor`).
     manifest : Manifest or str or PathLike
         The manifest (a path is loaded and validated).
     split : str, optional
@@ -137,8 +147,11 @@ def evaluate_run(run: str | PathLike[str], manifest: Any, *, split: str | None =
     from cervkit.inference.registry import load_predictor
     from cervkit.runs.folder import read_run_info
 
+    from cervkit.zoo.store import resolve_model
+
     if not hasattr(manifest, "df"):
         manifest = load_manifest(manifest)
+    run = resolve_model(run).path  # a run folder, or a shipped model's (sha256-checked) folder
     model = read_run_info(run).get("model")
     evaluation = evaluate_predictor(load_predictor(run, device=device), manifest, split=split, progress=progress,
                                     n_boot=n_boot, seed=seed)

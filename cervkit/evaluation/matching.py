@@ -86,6 +86,11 @@ class MatchResult:
 
         ``detection_rate = tp / n_gt`` (fraction of gt vertebrae found), ``detection_precision =
         tp / n_pred``; with a zero denominator: 1 when both maps are empty, else 0 (worst case).
+
+        Returns
+        -------
+        dict
+            The counts (int) and the two rates (float).
         """
         tp, both_empty = len(self.matches), self.n_gt == 0 and self.n_pred == 0
         rate = 1.0 if both_empty else (tp / self.n_gt if self.n_gt else 0.0)
@@ -96,6 +101,18 @@ class MatchResult:
 
 def check_label_map(labels: np.ndarray, name: str) -> np.ndarray:
     """Return ``labels`` as an array after checking it is an integer (or bool) map without negatives.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The label map (a bool mask becomes uint8 0/1).
+    name : str
+        Which map it is, for the error message (``"predicted"``, ``"ground-truth"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The map, not copied (except a bool map).
 
     Raises
     ------
@@ -120,6 +137,11 @@ def _pair(pred_labels: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, n
 def iou_matrix(pred_labels: np.ndarray, gt_labels: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU of every (gt instance, predicted instance) pair from one contingency table.
+
+    Parameters
+    ----------
+    pred_labels, gt_labels : numpy.ndarray
+        Integer label maps (H, W) of one shape, 0 background.
 
     Returns
     -------
@@ -175,7 +197,20 @@ def match_instances(pred_labels: np.ndarray, gt_labels: np.ndarray, iou_threshol
 
 def detection_summary(pred_labels: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = 0.5
                       ) -> dict[str, float]:
-    """Detection counts and rate of one image (see :meth:`MatchResult.counts`)."""
+    """Detection counts and rate of one image (see :meth:`MatchResult.counts`).
+
+    Parameters
+    ----------
+    pred_labels, gt_labels : numpy.ndarray
+        Integer label maps (H, W) of one shape, 0 background.
+    iou_threshold : float
+        In (0, 1]: the least IoU for a pair to count as a detection.
+
+    Returns
+    -------
+    dict
+        ``n_gt, n_pred, tp, fn, fp, detection_rate, detection_precision``.
+    """
     return match_instances(pred_labels, gt_labels, iou_threshold).counts()
 
 
@@ -272,9 +307,53 @@ def _best_iou(match: MatchResult, gt_label: int) -> float:
     return float(match.iou_matrix[row].max()) if match.n_pred else 0.0
 
 
+def drop_unannotated(pred_labels: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
+    """Remove predicted bodies that lie outside the annotated levels: the protocol left them unannotated.
+
+    A source that annotates L1–L5 shows T12 and S1 without labels; a model that finds them is right, and
+    they are no false positives. A predicted body is dropped when it overlaps no annotated pixel *and* its
+    centroid row lies above the first or below the last annotated row. A stray body between annotated
+    levels is kept (a real false positive).
+
+    Parameters
+    ----------
+    pred_labels, gt_labels : numpy.ndarray
+        Label maps of one image, the same shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``pred_labels`` without those bodies (a copy; labels not renumbered).
+    """
+    check_pair(pred_labels, gt_labels)
+    rows = np.flatnonzero((np.asarray(gt_labels) > 0).any(axis=1))
+    out = np.array(pred_labels, copy=True)
+    if rows.size == 0:
+        return out
+    top, bottom = int(rows[0]), int(rows[-1])
+    annotated = np.asarray(gt_labels) > 0
+    for k in np.unique(out):
+        if k == 0:
+            continue
+        body = out == k
+        centre = float(np.flatnonzero(body.any(axis=1)).mean())
+        if not (body & annotated).any() and (centre < top or centre > bottom):
+            out[body] = 0
+    return out
+
+
 def image_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, spacing_mm: Spacing = None, *,
                   iou_threshold: float = 0.5) -> dict[str, float | str]:
     """Per-image metrics, detection counts and mean per-vertebra scores of two label maps.
+
+    Parameters
+    ----------
+    pred_labels, gt_labels : numpy.ndarray
+        Integer label maps (H, W) of one shape, 0 background.
+    spacing_mm : (float, float), optional
+        (row, col) pixel spacing; distances in mm when given, else in pixels.
+    iou_threshold : float
+        In (0, 1]: the least IoU for a predicted vertebra to match a ground-truth one.
 
     Returns
     -------

@@ -35,6 +35,7 @@ by IoU with the Hungarian algorithm: see :mod:`cervkit.evaluation.matching` (``m
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,16 @@ Spacing = tuple[float, float] | Sequence[float] | None
 def check_spacing(spacing: Spacing) -> tuple[float, float] | None:
     """Validate a (row, col) spacing in mm; return it as a tuple of floats (or None).
 
+    Parameters
+    ----------
+    spacing : (float, float) or None
+        (row, col) pixel spacing in mm, any sequence of two numbers.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(row, col)`` as floats; None when ``spacing`` is None.
+
     Raises
     ------
     CervkitInputError
@@ -68,6 +79,16 @@ def check_spacing(spacing: Spacing) -> tuple[float, float] | None:
 def check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``pred``, ``gt`` as arrays after checking both are 2D with the same shape.
 
+    Parameters
+    ----------
+    pred, gt : array-like
+        Predicted and ground-truth masks.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``pred`` and ``gt`` as arrays (not copied).
+
     Raises
     ------
     CervkitInputError
@@ -82,20 +103,55 @@ def check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def image_diagonal(shape: tuple[int, ...], spacing: Spacing = None) -> float:
-    """The worst-case distance: ``sqrt((H*row)**2 + (W*col)**2)``, in pixels or mm."""
+    """The worst-case distance: ``sqrt((H*row)**2 + (W*col)**2)``, in pixels or mm.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape; its first two entries are (H, W).
+    spacing : (float, float), optional
+        (row, col) pixel spacing in mm; distances are in mm with it, in pixels without.
+
+    Returns
+    -------
+    float
+        The diagonal length.
+    """
     sr, sc = check_spacing(spacing) or (1.0, 1.0)
     return float(math.hypot(shape[0] * sr, shape[1] * sc))
 
 
 def empty_flag(pred: np.ndarray, gt: np.ndarray) -> str:
-    """``"both"``, ``"pred"``, ``"gt"`` (which mask has no foreground) or ``""``."""
+    """``"both"``, ``"pred"``, ``"gt"`` (which mask has no foreground) or ``""``.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    str
+        ``"both"``, ``"pred"``, ``"gt"`` or ``""`` (neither is empty).
+    """
     p_empty, g_empty = not np.any(pred), not np.any(gt)
     return "both" if p_empty and g_empty else "pred" if p_empty else "gt" if g_empty else ""
 
 
 # ---------------------------------------------------------------- overlap metrics
 def confusion_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int]:
-    """Pixel counts ``(TP, FP, FN)`` of two masks (non-zero = foreground)."""
+    """Pixel counts ``(TP, FP, FN)`` of two masks (non-zero = foreground).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    (int, int, int)
+        True positives, false positives, false negatives.
+    """
     p, g = check_pair(pred, gt)
     p, g = p.astype(bool, copy=False), g.astype(bool, copy=False)
     tp = int(np.count_nonzero(p & g))
@@ -113,28 +169,83 @@ def _overlap(tp: int, fp: int, fn: int) -> dict[str, float]:
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice coefficient ``2 TP / (2 TP + FP + FN)`` (1 when both masks are empty)."""
+    """Dice coefficient ``2 TP / (2 TP + FP + FN)`` (1 when both masks are empty).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    float
+        Dice in [0, 1].
+    """
     return _overlap(*confusion_counts(pred, gt))["dice"]
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Intersection over union ``TP / (TP + FP + FN)`` (1 when both masks are empty)."""
+    """Intersection over union ``TP / (TP + FP + FN)`` (1 when both masks are empty).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    float
+        IoU in [0, 1].
+    """
     return _overlap(*confusion_counts(pred, gt))["iou"]
 
 
 def ppv(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Positive predictive value (precision) ``TP / (TP + FP)``; 0 for an empty prediction, non-empty gt."""
+    """Positive predictive value (precision) ``TP / (TP + FP)``; 0 for an empty prediction, non-empty gt.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    float
+        PPV in [0, 1].
+    """
     return _overlap(*confusion_counts(pred, gt))["ppv"]
 
 
 def sensitivity(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Sensitivity (recall) ``TP / (TP + FN)``; 0 for a non-empty prediction of an empty gt."""
+    """Sensitivity (recall) ``TP / (TP + FN)``; 0 for a non-empty prediction of an empty gt.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+
+    Returns
+    -------
+    float
+        Sensitivity in [0, 1].
+    """
     return _overlap(*confusion_counts(pred, gt))["sensitivity"]
 
 
 # ---------------------------------------------------------------- surface distances
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels: foreground with a 4-connected background neighbour (outside the image is background)."""
+    """Boundary pixels: foreground with a 4-connected background neighbour (outside the image is background).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        2D mask (non-zero = foreground).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of the mask's shape, True on surface pixels.
+    """
     m = np.asarray(mask).astype(bool, copy=False)
     return m & ~ndi.binary_erosion(m, border_value=0)
 
@@ -144,6 +255,18 @@ def crop_pair(pred: np.ndarray, gt: np.ndarray, margin: int = 1) -> tuple[np.nda
 
     Distances between surfaces are unchanged by the crop (every surface lies inside the box) and
     the distance transforms run on far fewer pixels. Both masks must be non-empty together (any).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Boolean 2D masks of one shape.
+    margin : int
+        Background pixels added on every side of the box.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The cropped, padded ``pred`` and ``gt``.
     """
     union = pred | gt
     rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
@@ -163,6 +286,18 @@ def _directed(pred_c: np.ndarray, gt_c: np.ndarray, sampling: tuple[float, float
 def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances (pred→gt, gt→pred), in pixels or in mm with ``spacing``.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+    spacing : (float, float), optional
+        (row, col) pixel spacing in mm; distances are in mm with it, in pixels without.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Distance from each surface pixel of ``pred`` to ``gt``'s surface, and from each of ``gt`` to ``pred``'s.
 
     Raises
     ------
@@ -209,7 +344,20 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None, percent
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Spacing = None) -> float:
-    """95th-percentile Hausdorff distance (see :func:`hausdorff` and the module docstring)."""
+    """95th-percentile Hausdorff distance (see :func:`hausdorff` and the module docstring).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        2D masks of one shape (non-zero = foreground).
+    spacing : (float, float), optional
+        (row, col) pixel spacing in mm; distances are in mm with it, in pixels without.
+
+    Returns
+    -------
+    float
+        HD95 in pixels or mm; 0 when both masks are empty, the image diagonal when exactly one is.
+    """
     return hausdorff(pred, gt, spacing, percentile=95)
 
 
@@ -220,6 +368,21 @@ def pair_metrics(pred_c: np.ndarray, gt_c: np.ndarray, spacing: tuple[float, flo
 
     ``shape`` is the full image's (H, W), used only for the worst-case (diagonal) distance. This is
     the workhorse of :func:`segmentation_metrics` and :func:`cervkit.evaluation.matching.per_vertebra_metrics`.
+
+    Parameters
+    ----------
+    pred_c, gt_c : numpy.ndarray
+        Boolean masks of one shape, e.g. cropped by :func:`crop_pair`.
+    spacing : (float, float) or None
+        Checked (row, col) pixel spacing in mm (see :func:`check_spacing`), or None.
+    shape : tuple of int
+        The uncropped image's (H, W).
+
+    Returns
+    -------
+    dict
+        As :func:`segmentation_metrics`: overlap metrics, ``hd, hd95, hd_px, hd95_px`` (+ ``hd_mm,
+        hd95_mm``), ``unit`` and ``empty``.
     """
     tp = int(np.count_nonzero(pred_c & gt_c))
     out: dict[str, float | str] = dict(
@@ -283,18 +446,23 @@ def _finite_1d(values: Any, name: str) -> np.ndarray:
 
 
 def _bootstrap_mean_ci(x: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the mean of ``x`` with :func:`scipy.stats.bootstrap`, seeded."""
+    from scipy.stats import bootstrap
+
     if not 0 < ci < 1 or n_boot < 1:
         raise CervkitInputError(f"need 0 < ci < 1 and n_boot >= 1, got ci={ci}, n_boot={n_boot}")
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // x.size)
-    means = np.concatenate([x[rng.integers(0, x.size, size=(min(chunk, n_boot - i), x.size))].mean(axis=1)
-                            for i in range(0, n_boot, chunk)])
-    lo, hi = np.percentile(means, [50 * (1 - ci), 50 * (1 + ci)])
-    return float(lo), float(hi)
+    if x.size == 1:  # one value: every resample is that value (scipy needs two)
+        return float(x[0]), float(x[0])
+    with warnings.catch_warnings():
+        if n_boot == 1:  # scipy's standard error (unused here) of one resample warns: ddof=1
+            warnings.simplefilter("ignore", RuntimeWarning)
+        res = bootstrap((x,), np.mean, n_resamples=int(n_boot), confidence_level=ci, method="percentile",
+                        vectorized=True, batch=max(1, 2_000_000 // x.size), rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def summarize(values: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Mean, SD, median and a percentile-bootstrap CI of the mean.
+    """Mean, SD, median and a percentile-bootstrap CI of the mean (:func:`scipy.stats.bootstrap`).
 
     Parameters
     ----------
@@ -318,8 +486,22 @@ def paired_comparison(a: Any, b: Any, *, n_boot: int = 2000, ci: float = 0.95, s
                       ) -> dict[str, float | str]:
     """Compare two methods on the same images: mean of ``a - b``, its bootstrap CI, Wilcoxon p.
 
+    The CI is :func:`scipy.stats.bootstrap`'s percentile interval of the mean difference (resampling
+    image pairs), as in :func:`summarize`.
+
     Uses :func:`scipy.stats.wilcoxon` (two-sided, zero differences dropped: ``zero_method="wilcox"``).
     When every difference is zero the test is undefined: ``wilcoxon_p = 1.0`` and ``note`` says so.
+
+    Parameters
+    ----------
+    a, b : array-like
+        One finite score per image for each method, the same images in the same order.
+    n_boot : int
+        Bootstrap resamples of the mean difference.
+    ci : float
+        Confidence level of the interval, in (0, 1).
+    seed : int
+        Random seed of the bootstrap (results are reproducible).
 
     Returns
     -------

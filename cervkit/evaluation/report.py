@@ -52,6 +52,21 @@ def write_comparison(evaluations: Mapping[Key, Source], out_dir: str | PathLike[
     images shown and why), which need the runs (``evaluation.json``'s ``run``, or ``figure5_kwargs``'s
     ``predictors``) and the ground-truth masks (``images.csv``'s ``mask`` column).
 
+    Parameters
+    ----------
+    evaluations : mapping
+        Model (and data set) → evaluation folder or result; see :func:`cervkit.evaluation.compare.collect`.
+    out_dir : str or PathLike
+        Destination folder (created).
+    reference : str
+        The model the others are compared with in ``paired.csv``.
+    figures : bool
+        Also draw the box plots and Figure 5 panels.
+    figure5_kwargs : dict, optional
+        Passed to :func:`cervkit.evaluation.figures.figure5` (e.g. ``predictors``).
+    overwrite : bool
+        Replace existing files.
+
     Returns
     -------
     dict

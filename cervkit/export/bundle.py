@@ -150,7 +150,22 @@ def export_paths(out_dir: str | PathLike[str], stem: str) -> dict[str, Path]:
 
 
 def write_label_png(path: str | PathLike[str], labels: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Write the label map (0 background, 1..K top to bottom) as an 8-bit gray PNG, atomically."""
+    """Write the label map (0 background, 1..K top to bottom) as an 8-bit gray PNG, atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination PNG.
+    labels : numpy.ndarray
+        Integer (H, W) label map, 0 background.
+    overwrite : bool, default False
+        Replace an existing file; otherwise an existing ``path`` raises FileExistsError.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
     from cervkit.io.images import write_png
 
     return write_png(path, _label_map(labels), overwrite=overwrite)
@@ -158,7 +173,26 @@ def write_label_png(path: str | PathLike[str], labels: np.ndarray, *, overwrite:
 
 def write_overlay_png(path: str | PathLike[str], image: np.ndarray | Image, labels: np.ndarray, *,
                       alpha: float = 0.4, overwrite: bool = False) -> Path:
-    """Write the image with label k drawn in colour k (:func:`cervkit.viz.overlay`) as RGB PNG."""
+    """Write the image with label k drawn in colour k (:func:`cervkit.viz.overlay`) as RGB PNG.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination PNG.
+    image : numpy.ndarray or Image
+        float (H, W) image in [0, 1].
+    labels : numpy.ndarray
+        Integer (H, W) label map, 0 background.
+    alpha : float, default 0.4
+        Opacity of the label colours.
+    overwrite : bool, default False
+        Replace an existing file; otherwise an existing ``path`` raises FileExistsError.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
     from cervkit.io.images import write_png
     from cervkit.viz import overlay
 
@@ -168,7 +202,24 @@ def write_overlay_png(path: str | PathLike[str], image: np.ndarray | Image, labe
 
 def write_label_nifti(path: str | PathLike[str], labels: np.ndarray,
                       spacing_mm: tuple[float, float] | None = None, *, overwrite: bool = False) -> Path:
-    """Write the 1..K label map as one-slice NIfTI with (row, col) spacing in mm (:func:`cervkit.io.nifti.write_nifti`)."""
+    """Write the 1..K label map as one-slice NIfTI with (row, col) spacing in mm (:func:`cervkit.io.nifti.write_nifti`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination ``.nii`` or ``.nii.gz``.
+    labels : numpy.ndarray
+        Integer (H, W) label map, 0 background.
+    spacing_mm : (float, float), optional
+        (row, col) pixel spacing in mm; None stores unknown spacing (read back as None).
+    overwrite : bool, default False
+        Replace an existing file; otherwise an existing ``path`` raises FileExistsError.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
     from cervkit.io.nifti import write_nifti
 
     return write_nifti(path, _label_map(labels), spacing_mm, overwrite=overwrite)
@@ -258,6 +309,11 @@ def write_measurements(json_path: str | PathLike[str], labels: np.ndarray,
 
 def read_measurements(path: str | PathLike[str]) -> dict[str, Any]:
     """Read a measurements JSON written by :func:`write_measurements`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``<stem>_measurements.json`` file.
 
     Returns
     -------

@@ -71,7 +71,13 @@ class RowWriter:
             self._handle.flush()
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row (keys of :data:`COLUMNS`; missing ones blank) and flush it to the OS."""
+        """Append one row (keys of :data:`COLUMNS`; missing ones blank) and flush it to the OS.
+
+        Parameters
+        ----------
+        row : mapping
+            Column → value.
+        """
         self._writer.writerow([_cell(row.get(c)) for c in COLUMNS])
         self._handle.flush()
 

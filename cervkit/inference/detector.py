@@ -267,7 +267,7 @@ class Detector:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every pair of pixel-edge boxes.
+    """IoU of every pair of pixel-edge boxes (:func:`torchvision.ops.box_iou`, in float64).
 
     Parameters
     ----------
@@ -277,17 +277,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float64 (N, M).
+        float64 (N, M); 0 for a pair whose union is empty (two zero-area boxes).
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    w = (np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])).clip(0)
-    h = (np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])).clip(0)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    import torch
+    from torchvision.ops import box_iou as tv_box_iou
+
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return torch.nan_to_num(tv_box_iou(a, b), nan=0.0).numpy()
 
 
 def match_boxes(pred: np.ndarray, gt: np.ndarray, iou_threshold: float = 0.5) -> dict[str, int]:

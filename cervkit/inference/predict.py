@@ -130,10 +130,14 @@ def run_modality(run: str | PathLike[str] | None) -> str | None:
     """
     if run is None:
         return None
+    from cervkit.zoo.store import resolve_model
+
     try:
-        info = json.loads((Path(run) / "run.json").read_text())
+        info = json.loads((resolve_model(run).path / "run.json").read_text())
+        if info.get("modality") in ("XR", "MRI"):
+            return str(info["modality"])
         found = {str(r.get("modality")) for r in info.get("split", {}).get("summary", [])} - {"all", "None"}
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, CervkitInputError):
         return None
     return found.pop() if len(found) == 1 and found <= {"XR", "MRI"} else None
 

@@ -20,6 +20,18 @@ class Predictor(Protocol):
     """Anything with ``predict(image) -> CascadePrediction``."""
 
     def predict(self, image: np.ndarray) -> Any:  # pragma: no cover - protocol
+        """Segment one image.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            float (H, W) image in [0, 1].
+
+        Returns
+        -------
+        CascadePrediction
+            At least ``labels``, the uint8 (H, W) label map.
+        """
         ...
 
 
@@ -29,7 +41,8 @@ def load_predictor(run: str | PathLike[str], *, device: str | None = None, **opt
     Parameters
     ----------
     run : str or PathLike
-        The run folder.
+        A run folder, or the name of a shipped model (``mri``, ``xray``; :mod:`cervkit.zoo.store`). A real
+        run folder of that name wins; a shipped model is sha256-checked against its card first.
     device : str, optional
         ``cpu`` or ``cuda``; default CUDA when available.
     **options
@@ -39,8 +52,23 @@ def load_predictor(run: str | PathLike[str], *, device: str | None = None, **opt
     Returns
     -------
     Predictor
-        An object with ``predict(image) -> CascadePrediction``.
+        An object with ``predict(image) -> CascadePrediction`` and ``model_source`` (a
+        :class:`cervkit.zoo.store.ResolvedModel` saying which model was used).
     """
+    from cervkit.zoo.store import resolve_model
+
+    resolved = resolve_model(run) if not (Path(run) / "run.json").is_file() else None
+    predictor = _load(resolved.path if resolved else Path(run), device=device, **options)
+    if resolved is None:
+        from cervkit.zoo.store import ResolvedModel
+
+        resolved = ResolvedModel(Path(run), "run", str(run))
+    predictor.model_source = resolved
+    return predictor
+
+
+def _load(run: Path, *, device: str | None, **options: Any) -> Predictor:
+    """The predictor of one run folder (see :func:`load_predictor`)."""
     info = read_run_info(run)
     if info.get("status") != "done":
         raise CervkitInputError(f"run status is {info.get('status')!r}, not 'done': training did not finish", run)

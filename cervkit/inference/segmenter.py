@@ -29,8 +29,8 @@ from torch import nn
 
 from cervkit.core.device import resolve_device
 from cervkit.core.errors import CervkitInputError
+from cervkit.io.resize import resize
 from cervkit.labels.crops import NORMALISATION, IntBox, crop_window, prepare_crop
-from cervkit.labels.instances import resize
 
 __all__ = ["CropPrediction", "Segmenter"]
 

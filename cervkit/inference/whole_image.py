@@ -31,8 +31,9 @@ from scipy import ndimage
 from cervkit.core.errors import CervkitInputError
 from cervkit.core.image import Image
 from cervkit.inference.cascade import CascadePrediction
+from cervkit.io.resize import resize
 from cervkit.labels.crops import normalise_crop
-from cervkit.labels.instances import boxes_from_labels, relabel_top_to_bottom, resize
+from cervkit.labels.instances import boxes_from_labels, relabel_top_to_bottom
 
 WHOLE_IMAGE_MODELS = ("unet3plus", "deeplabv3plus")
 STAGE_DIR = "model"

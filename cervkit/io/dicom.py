@@ -52,7 +52,18 @@ _GROUP_KEYS = {  # functional group sequence -> attributes copied into the frame
 
 
 def has_dicom_preamble(path: str | PathLike[str]) -> bool:
-    """Return True when the file has the 128-byte preamble followed by ``DICM``."""
+    """Return True when the file has the 128-byte preamble followed by ``DICM``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any file (an unreadable one gives False).
+
+    Returns
+    -------
+    bool
+        Whether the DICOM preamble is there.
+    """
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)

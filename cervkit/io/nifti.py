@@ -27,7 +27,18 @@ _UNITS_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001}
 
 
 def is_nifti_path(path: Path) -> bool:
-    """Return True for ``.nii`` / ``.nii.gz`` names (any case)."""
+    """Return True for ``.nii`` / ``.nii.gz`` names (any case).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file name.
+
+    Returns
+    -------
+    bool
+        Whether the name ends in a NIfTI suffix.
+    """
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 

@@ -184,7 +184,18 @@ def redact(text: str, identifiers: tuple[str, ...] | list[str], *, placeholder: 
 
 
 def is_dicom_path(path: str | PathLike[str]) -> bool:
-    """Whether ``path`` looks like DICOM: ``.dcm``/``.dicom``/``.ima`` suffix or the ``DICM`` preamble."""
+    """Whether ``path`` looks like DICOM: ``.dcm``/``.dicom``/``.ima`` suffix or the ``DICM`` preamble.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file (read only when its suffix does not tell).
+
+    Returns
+    -------
+    bool
+        Whether it is taken for DICOM.
+    """
     from cervkit.io.dicom import has_dicom_preamble
 
     return Path(path).suffix.lower() in {".dcm", ".dicom", ".ima"} or has_dicom_preamble(path)

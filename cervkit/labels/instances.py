@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from scipy import ndimage
 from skimage.measure import label as _cc_label
 
 from cervkit.core.errors import CervkitInputError
+from cervkit.io.resize import resize
 
 IntBox = tuple[int, int, int, int]
 
@@ -53,7 +53,20 @@ class Instance:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, label: int) -> Instance:
-        """Build an instance (box, area, centroid) from a non-empty boolean mask."""
+        """Build an instance (box, area, centroid) from a non-empty boolean mask.
+
+        Parameters
+        ----------
+        mask : numpy.ndarray
+            (H, W) mask of the body (cast to bool).
+        label : int
+            Its value in the label map.
+
+        Returns
+        -------
+        Instance
+            The instance; CervkitInputError for an empty mask.
+        """
         mask = np.asarray(mask, dtype=bool)
         rows, cols = np.nonzero(mask)
         if rows.size == 0:
@@ -63,7 +76,18 @@ class Instance:
 
 
 def check_label_map(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as a 2D integer array or raise CervkitInputError."""
+    """Return ``labels`` as a 2D integer array or raise CervkitInputError.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (H, W) label map: integer, bool, or float holding whole numbers; no negatives.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer (H, W) array (bool becomes uint8, whole floats int64).
+    """
     arr = np.asarray(labels)
     if arr.ndim != 2:
         raise CervkitInputError(f"a label map must be 2D (H, W), got shape {arr.shape}")
@@ -79,7 +103,18 @@ def check_label_map(labels: np.ndarray) -> np.ndarray:
 
 
 def present_labels(labels: np.ndarray) -> np.ndarray:
-    """Return the sorted non-zero values of ``labels``."""
+    """Return the sorted non-zero values of ``labels``.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label map.
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels present, ascending, without 0.
+    """
     values = np.unique(labels)
     return values[values != 0]
 
@@ -278,44 +313,6 @@ def _shift_inside(lo: int, hi: int, size: int) -> tuple[int, int]:
     return lo, hi
 
 
-def resize(array: np.ndarray, out_size: tuple[int, int], *, nearest: bool | None = None) -> np.ndarray:
-    """Resize a 2D array to ``out_size = (height, width)``.
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        2D image, probability map or mask.
-    out_size : tuple of int
-        (height, width) wanted.
-    nearest : bool, optional
-        Nearest-neighbour (pixel-centre aligned, any dtype, values never blended).
-        Default: True for bool and integer arrays (masks, label maps), False for
-        floats, which use bilinear interpolation (area averaging when shrinking).
-
-    Returns
-    -------
-    numpy.ndarray
-        The resized array, same dtype.
-    """
-    arr = np.asarray(array)
-    h_out, w_out = int(out_size[0]), int(out_size[1])
-    if arr.ndim != 2 or h_out < 1 or w_out < 1:
-        raise CervkitInputError(f"cannot resize an array of shape {arr.shape} to {out_size}")
-    if nearest is None:
-        nearest = arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)
-    h_in, w_in = arr.shape
-    if (h_in, w_in) == (h_out, w_out):
-        return arr.copy()
-    if nearest:
-        rows = np.minimum(((np.arange(h_out) + 0.5) * h_in / h_out).astype(np.int64), h_in - 1)
-        cols = np.minimum(((np.arange(w_out) + 0.5) * w_in / w_out).astype(np.int64), w_in - 1)
-        return arr[rows[:, None], cols[None, :]]
-    shrink = h_out < h_in and w_out < w_in
-    src = arr.astype(np.float32, copy=False)
-    out = cv2.resize(src, (w_out, h_out), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out.astype(arr.dtype, copy=False)
-
-
 def crop(image: np.ndarray, int_box: Sequence[int], out_size: tuple[int, int] | None = None, *,
          nearest: bool | None = None) -> np.ndarray:
     """Cut ``image[y0:y1, x0:x1]`` and optionally resize it.
@@ -327,7 +324,7 @@ def crop(image: np.ndarray, int_box: Sequence[int], out_size: tuple[int, int] | 
     int_box : sequence of int
         ``(x0, y0, x1, y1)`` from :func:`crop_box_with_margin`.
     out_size : tuple of int, optional
-        (height, width) of the result; masks use nearest neighbour (see :func:`resize`).
+        (height, width) of the result; masks use nearest neighbour (see :func:`cervkit.io.resize.resize`).
     nearest : bool, optional
         Force nearest (True) or bilinear (False) resizing.
 

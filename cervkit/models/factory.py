@@ -49,7 +49,18 @@ class PaddedModel(nn.Module):
         self.build_config = dict(build_config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad ``x`` (N, C, H, W) to the multiple, run the model, return logits (N, classes, H, W)."""
+        """Pad ``x`` (N, C, H, W) to the multiple, run the model, return logits (N, classes, H, W).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Input (N, C, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            Logits (N, classes, H, W).
+        """
         if x.ndim != 4:
             raise CervkitInputError(f"expected a tensor of shape (N, C, H, W), got {tuple(x.shape)}")
         height, width = int(x.shape[-2]), int(x.shape[-1])

@@ -84,7 +84,20 @@ class FullScaleBranch(nn.Module):
         self.conv = ConvBNReLU(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Resample ``x`` to ``size`` (pool or upsample) and convolve it."""
+        """Resample ``x`` to ``size`` (pool or upsample) and convolve it.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The source map (N, in_channels, h, w).
+        size : (int, int)
+            The stage's (H, W), the target of ``"up"`` branches.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, out_channels, H, W).
+        """
         if self.kind == "pool":
             return self.conv(F.max_pool2d(x, kernel_size=self.factor, stride=self.factor, ceil_mode=True))
         if self.kind == "up":
@@ -129,7 +142,20 @@ class UNet3PlusStage(nn.Module):
         self.fuse = ConvBNReLU(fused, fused)
 
     def forward(self, encoder_maps: list[torch.Tensor], decoder_maps: list[torch.Tensor | None]) -> torch.Tensor:
-        """Fuse all scales into ``Di`` (encoder maps for levels ≤ i, decoder maps for deeper levels)."""
+        """Fuse all scales into ``Di`` (encoder maps for levels ≤ i, decoder maps for deeper levels).
+
+        Parameters
+        ----------
+        encoder_maps : list of torch.Tensor
+            ``E0 … E(d-1)``.
+        decoder_maps : list of torch.Tensor or None
+            Decoder maps by level; every level deeper than this stage must be filled (the deepest is ``E(d-1)``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``Di``, (N, d · cat_channels, H_i, W_i).
+        """
         size = (int(encoder_maps[self.level].shape[-2]), int(encoder_maps[self.level].shape[-1]))
         parts = []
         for branch in self.branches:

@@ -182,7 +182,13 @@ class CropDataset(Dataset):
         self._cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations and jitter the following items use."""
+        """Select the epoch whose augmentations and jitter the following items use.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch number (0-based).
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -205,7 +211,18 @@ class CropDataset(Dataset):
         return pair
 
     def sample(self, index: int) -> CropSample:
-        """Item ``index`` as NumPy arrays with its window (for inspection and tests)."""
+        """Item ``index`` as NumPy arrays with its window (for inspection and tests).
+
+        Parameters
+        ----------
+        index : int
+            The crop's position, in ``0 .. len(self) - 1``.
+
+        Returns
+        -------
+        CropSample
+            The crop, its target and where it was cut from.
+        """
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} crops")
         image_index, label = self.items[index]

@@ -2,7 +2,10 @@
 
 :func:`train_detector` builds the YOLO dataset (:mod:`cervkit.training.yolo_dataset`), trains
 ``yolo11n`` from scratch (``yolo11n.yaml``) or from a given ``.pt`` with early stopping
-(patience 20, as in the paper) and writes, under ``run_dir/detector/``::
+(patience 20, as in the paper) and an explicit wall-clock cap (``max_minutes``: by default
+:data:`CPU_MAX_MINUTES` on a CPU and none on CUDA, see :mod:`cervkit.training.limits`; the limits in
+force are printed at the start and recorded in ``config.json`` with the stop reason), and writes,
+under ``run_dir/detector/``::
 
     weights/best.pt   weights/last.pt   results.csv   config.json   curves.png   data/ (the YOLO dataset)
 
@@ -45,6 +48,14 @@ from cervkit.core.files import atomic_write_bytes, check_writable, sha256_file
 from cervkit.core.ultralytics_env import amp_setting, import_ultralytics
 from cervkit.runs.folder import versions
 from cervkit.training.finetune import init_record_callback
+from cervkit.training.limits import (
+    AUTO,
+    MaxMinutes,
+    YoloStopWatch,
+    announce_limits,
+    limits_record,
+    resolve_max_minutes,
+)
 from cervkit.training.yolo_dataset import build_yolo_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +69,9 @@ DEFAULT_AUGMENT: dict[str, float] = {
 EMA_DECAY, EMA_TAU = 0.99, 50.0
 QUICK_EPOCHS = 2
 QUICK_IMGSZ = 160
+CPU_MAX_MINUTES = 15.0
+"""The detector's (and YOLO-seg's) default cap on a CPU (``max_minutes="auto"``): ``cervkit train`` then fits a
+30-minute CPU budget. On CUDA the default is no cap: the paper's 200 epochs with patience 20."""
 RESULT_COLUMNS = {"box_loss": "train/box_loss", "val_box_loss": "val/box_loss", "precision": "metrics/precision(B)",
                   "recall": "metrics/recall(B)", "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}
 
@@ -82,6 +96,10 @@ class DetectorRun:
         Wall time of training.
     metrics : dict
         Validation metrics of the best epoch (``precision``, ``recall``, ``mAP50``, ``mAP50-95``).
+    stop_reason : str
+        ``early_stop``, ``epochs_done`` or ``time_cap`` (:data:`cervkit.training.limits.STOP_REASONS`).
+    max_minutes : float or None
+        The wall-clock cap that was in force (None: none).
     """
 
     run_dir: Path
@@ -94,22 +112,28 @@ class DetectorRun:
     best_epoch: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    stop_reason: str = "epochs_done"
+    max_minutes: float | None = None
 
 
 def time_cap_callback(max_seconds: float) -> Any:
     """An ``on_fit_epoch_end`` callback that stops training once ``max_seconds`` have passed.
 
-    Ultralytics' own ``time`` argument is not a cap: it re-estimates the number of epochs to
-    *fill* the time, ignoring ``epochs``. This stops early instead, after the epoch in which
-    the budget ran out (best weights are kept as usual).
+    Kept for callers of earlier versions; the trainers use :class:`cervkit.training.limits.YoloStopWatch`,
+    which also records why training stopped. Ultralytics' own ``time`` argument is not a cap: it
+    re-estimates the number of epochs to *fill* the time, ignoring ``epochs``.
+
+    Parameters
+    ----------
+    max_seconds : float
+        Training time allowed, in seconds.
+
+    Returns
+    -------
+    YoloStopWatch
+        The callback.
     """
-    start = time.perf_counter()
-
-    def callback(trainer: Any) -> None:
-        if time.perf_counter() - start > max_seconds:
-            trainer.stop = True
-
-    return callback
+    return YoloStopWatch(float(max_seconds) / 60.0)
 
 
 def read_results(results_csv: str | PathLike[str]) -> pd.DataFrame:
@@ -187,7 +211,20 @@ def _data_summary(data_dir: Path) -> dict[str, Any]:
 
 
 def ema_callback(decay: float, tau: float) -> Any:
-    """An ``on_train_start`` callback giving the trainer's ModelEMA a shorter memory."""
+    """An ``on_train_start`` callback giving the trainer's ModelEMA a shorter memory.
+
+    Parameters
+    ----------
+    decay : float
+        The EMA's final decay.
+    tau : float
+        Ramp-up length in updates: the decay at update ``x`` is ``decay * (1 - exp(-x / tau))``.
+
+    Returns
+    -------
+    callable
+        ``callback(trainer)``.
+    """
     import math
 
     def callback(trainer: Any) -> None:
@@ -217,7 +254,7 @@ def init_record(weights: str | PathLike[str] | None) -> dict[str, Any]:
 
 def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | PathLike[str], *,
                    epochs: int = 200, patience: int = 20, imgsz: int = 320, batch: int = 8,
-                   max_minutes: float | None = 15.0,
+                   max_minutes: MaxMinutes = AUTO, cpu_max_minutes: float | None = CPU_MAX_MINUTES,
                    weights: str | PathLike[str] | None = None, classes: str = "single",
                    level_names: Sequence[str] | None = None, seed: int = 0,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
@@ -237,9 +274,13 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     imgsz, batch : int
         Letterboxed training size and batch size (320 and 8: on the real MRI set this reached 99 % test
         recall after ~40 epochs, ~5 min on 2 CPU cores).
-    max_minutes : float, optional
-        Wall-clock cap on training (ultralytics' ``time``), so ``cervkit train`` fits its 30-minute CPU
-        budget; None for no cap.
+    max_minutes : float, "auto" or None
+        Wall-clock cap in minutes: training stops after the epoch in which it passes (best weights kept;
+        :class:`cervkit.training.limits.YoloStopWatch`, not ultralytics' ``time``); None: no cap. ``"auto"``
+        (default): ``cpu_max_minutes`` on a CPU, no cap on CUDA. The limits in force are printed at the start and
+        recorded in ``config.json`` (``limits``: ``max_minutes``, ``stop_reason``, ``epochs_run``).
+    cpu_max_minutes : float, optional
+        The cap ``"auto"`` means on a CPU (default :data:`CPU_MAX_MINUTES`; fine-tuning passes its own).
     weights : str or PathLike, optional
         A ``.pt`` to fine-tune; default None trains from scratch (``yolo11n.yaml``, no download).
         ``config.json`` records ``init`` (this file's SHA-256 and ``state_sha256``, the checksum of the
@@ -289,6 +330,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                                    input_norm=input_norm, overwrite=overwrite)
     ul = import_ultralytics()
     dev = ultralytics_device(device)
+    cap, cap_source = resolve_max_minutes(max_minutes, cpu_max_minutes, dev)
+    announce_limits("detector", epochs, patience, cap, cap_source)
     aug = {**DEFAULT_AUGMENT, **dict(augment or {})}
     args: dict[str, Any] = {
         "data": str(data_yaml), "epochs": int(epochs), "patience": int(patience), "imgsz": int(imgsz),
@@ -311,8 +354,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     model.add_callback("on_train_start", ema_callback(ema[0], ema[1]))
     init = init_record(weights)
     model.add_callback("on_train_start", init_record_callback(init))
-    if max_minutes:
-        model.add_callback("on_fit_epoch_end", time_cap_callback(float(max_minutes) * 60.0))
+    watch = YoloStopWatch(cap)
+    model.add_callback("on_fit_epoch_end", watch)
     start = time.perf_counter()
     try:
         model.train(**args)
@@ -322,11 +365,12 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     seconds = time.perf_counter() - start
     results_csv = out / "results.csv"
     table = read_results(results_csv)
+    stop_reason = watch.reason(len(table), epochs)
     best_epoch, metrics = _best_row(table)
     curves = plot_curves(results_csv, out / "curves.png", overwrite=True)
     config = {"arguments": {"manifest": str(getattr(manifest, "path", manifest)), "run_dir": str(run_dir),
                             "epochs": epochs, "patience": patience, "imgsz": imgsz, "batch": batch,
-                            "max_minutes": max_minutes,
+                            "max_minutes": max_minutes, "cpu_max_minutes": cpu_max_minutes,
                             "weights": None if weights is None else str(weights), "classes": classes,
                             "level_names": None if level_names is None else list(level_names),
                             "seed": seed, "device": dev, "workers": workers, "quick": quick,
@@ -334,9 +378,10 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                             "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
               "init": init, "versions": versions(), "data": _data_summary(out / "data"),
+              "limits": limits_record(epochs, patience, cap, cap_source, stop_reason, len(table)),
               "result": {"epochs_run": int(len(table)), "best_epoch": best_epoch, "seconds": round(seconds, 2),
                          "metrics": metrics}}
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),
                                      overwrite=True)
     return DetectorRun(out, out / "weights" / "best.pt", results_csv, config_json, curves, data_yaml,
-                       int(len(table)), best_epoch, seconds, metrics)
+                       int(len(table)), best_epoch, seconds, metrics, stop_reason, cap)

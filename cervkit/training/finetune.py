@@ -23,8 +23,10 @@ uses ultralytics' automatic AdamW learning rate (``0.01 / (4 + classes)``, about
 segmenters AdamW at 1e-3, with 100–200 epochs. A resumed run starts near a solution, where a large
 step would undo what the weights know, and usually has far fewer corrected images, so it uses a fifth
 of the learning rate (AdamW at 2e-4) and a fifth to a third of the epochs (detector 40 of 200, crop
-segmenter 20 of 100, whole-image 30 of 100), shorter patience and an 8-minute cap per stage (the crop
-segmenter keeps its 12-minute cap from scratch). The detector's warm-up is switched off: it exists
+segmenter 20 of 100, whole-image 30 of 100) and shorter patience. Wall-clock caps stay explicit
+(:mod:`cervkit.training.limits`): on a CPU the default (``max_minutes="auto"``) is 8 minutes per stage
+(``cpu_max_minutes``; the crop segmenter keeps its 12-minute CPU cap from scratch), on CUDA there is none;
+``train --max-minutes`` or a stage's ``max_minutes`` option sets one. The detector's warm-up is switched off: it exists
 to tame the first steps of random weights, and its bias learning rate (0.1) would throw trained biases
 far off. The learning rate still follows each trainer's schedule (ultralytics' linear decay, cosine
 for the segmenters); quick mode still caps epochs and sizes as for any run.
@@ -43,15 +45,16 @@ from typing import Any
 from cervkit.core.errors import CervkitInputError
 from cervkit.runs.folder import read_run_info
 
-FINETUNE_DETECTOR: dict[str, Any] = {"epochs": 40, "patience": 10, "max_minutes": 8.0}
-"""Detector and YOLO-seg fine-tuning budget (from scratch: 200 epochs, patience 20, 15 min)."""
+FINETUNE_DETECTOR: dict[str, Any] = {"epochs": 40, "patience": 10, "cpu_max_minutes": 8.0}
+"""Detector and YOLO-seg fine-tuning budget (from scratch: 200 epochs, patience 20, 15 min on a CPU); the cap
+applies on a CPU only (``max_minutes="auto"``), as from scratch."""
 FINETUNE_YOLO_OVERRIDES: dict[str, Any] = {"optimizer": "AdamW", "lr0": 2e-4, "warmup_epochs": 0.0,
                                            "warmup_bias_lr": 0.0}
 """Ultralytics train arguments of a fine-tune: a fixed small AdamW rate, no warm-up."""
 FINETUNE_SEGMENTER: dict[str, Any] = {"epochs": 20, "patience": 6, "lr": 2e-4}
 """Crop segmenter fine-tuning budget (from scratch: 100 epochs, patience 30, lr 1e-3)."""
-FINETUNE_WHOLE_IMAGE: dict[str, Any] = {"epochs": 30, "patience": 8, "lr": 2e-4, "max_minutes": 8.0}
-"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3)."""
+FINETUNE_WHOLE_IMAGE: dict[str, Any] = {"epochs": 30, "patience": 8, "lr": 2e-4, "cpu_max_minutes": 8.0}
+"""Whole-image baselines' fine-tuning budget (from scratch: 100 epochs, patience 15, lr 1e-3, 15 min on a CPU)."""
 
 STAGE_WEIGHTS = {"detector": "weights/best.pt", "segmenter": "model.pt"}
 BASELINE_WEIGHTS = {"yolo-seg": "weights/best.pt", "unet3plus": "model.pt", "deeplabv3plus": "model.pt"}
@@ -100,7 +103,9 @@ def load_resume_source(run: str | PathLike[str]) -> ResumeSource:
     CervkitInputError
         Not a run, unfinished, or a stage without weights or ``config.json``.
     """
-    folder = Path(run).resolve()
+    from cervkit.zoo.store import resolve_model
+
+    folder = resolve_model(run).path.resolve()  # a run folder, or a shipped model (train --resume mri)
     info = read_run_info(folder)
     if info.get("status") != "done":
         raise CervkitInputError(f"cannot resume from a run whose status is {info.get('status')!r}, not 'done'",
@@ -127,7 +132,15 @@ def load_resume_source(run: str | PathLike[str]) -> ResumeSource:
 
 
 def check_resume_target(source: ResumeSource, out: str | PathLike[str]) -> None:
-    """Refuse to write the fine-tuned run into RUN itself or inside it (RUN stays as it was)."""
+    """Refuse to write the fine-tuned run into RUN itself or inside it (RUN stays as it was).
+
+    Parameters
+    ----------
+    source : ResumeSource
+        The run being resumed (:func:`read_resume_source`).
+    out : str or PathLike
+        The fine-tuned run's folder.
+    """
     target = Path(out).resolve()
     if target == source.run or source.run in target.parents:
         raise CervkitInputError(f"--out {target} is inside the run being resumed; a fine-tune writes a new run "
@@ -135,7 +148,20 @@ def check_resume_target(source: ResumeSource, out: str | PathLike[str]) -> None:
 
 
 def resolve_model(source: ResumeSource, model: str | None) -> str:
-    """The model kind of a resumed run: RUN's; an explicit different ``model`` is a conflict."""
+    """The model kind of a resumed run: RUN's; an explicit different ``model`` is a conflict.
+
+    Parameters
+    ----------
+    source : ResumeSource
+        The run being resumed (:func:`read_resume_source`).
+    model : str or None
+        The model kind asked for (None: not given).
+
+    Returns
+    -------
+    str
+        The resumed run's model kind.
+    """
     if model is not None and model != source.model:
         raise CervkitInputError(f"--model {model} conflicts with the resumed run, a {source.model} run; "
                                 "a fine-tune keeps the model kind (leave --model out)", source.run)
@@ -200,7 +226,18 @@ def load_initial_weights(net: Any, checkpoint: str | PathLike[str]) -> dict[str,
 
 
 def init_record_callback(record: dict[str, Any]) -> Any:
-    """An ultralytics ``on_train_start`` callback writing the starting weights' checksum into ``record``."""
+    """An ultralytics ``on_train_start`` callback writing the starting weights' checksum into ``record``.
+
+    Parameters
+    ----------
+    record : dict
+        Filled with ``state_sha256`` when training starts.
+
+    Returns
+    -------
+    callable
+        ``callback(trainer)``.
+    """
 
     def callback(trainer: Any) -> None:
         model = getattr(trainer.model, "module", trainer.model)
@@ -384,7 +421,18 @@ def plan_stages(source: ResumeSource, split: Any, *, detector_classes: str = "au
 
 
 def resumed_from_record(source: ResumeSource) -> dict[str, Any]:
-    """What ``run.json`` records under ``resumed_from``: RUN's path, created, model and weights' SHA-256."""
+    """What ``run.json`` records under ``resumed_from``: RUN's path, created, model and weights' SHA-256.
+
+    Parameters
+    ----------
+    source : ResumeSource
+        The run being resumed (:func:`read_resume_source`).
+
+    Returns
+    -------
+    dict
+        ``path``, ``created``, ``model`` and ``weights`` (stage → ``file``, ``sha256``).
+    """
     from cervkit.core.files import sha256_file
 
     return {"path": str(source.run), "created": source.info.get("created"), "model": source.model,

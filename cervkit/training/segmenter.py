@@ -5,10 +5,12 @@
 ``alpha · BCE + (1 − alpha) · Dice`` loss with deep supervision over every side output, AdamW and a
 cosine learning-rate schedule. After each epoch it measures IoU and Dice of the top output (threshold
 0.5) on the ``val`` crops (ground-truth boxes with a fixed jitter), keeps the best weights and stops
-after ``patience`` epochs without improvement. It writes::
+after ``patience`` epochs without improvement, or once ``max_minutes`` have passed (by default
+:data:`CPU_MAX_MINUTES` on a CPU, no cap on CUDA; see :mod:`cervkit.training.limits`). It prints the
+limits in force at its start and writes::
 
     model.pt      weights + architecture + crop settings (cervkit.models.save_checkpoint)
-    config.json   every argument, versions, data summary, result
+    config.json   every argument, versions, data summary, result, limits (cap in force, stop_reason)
     history.csv   epoch, train_loss, val_iou, val_dice, lr, seconds
     curves.png    loss and validation IoU / Dice per epoch
 
@@ -38,12 +40,23 @@ from cervkit.core.files import atomic_write_bytes, check_writable
 from cervkit.inference.segmenter import MODEL_FILE, STAGE_DIR
 from cervkit.labels.crops import NORMALISATION
 from cervkit.training.crop_dataset import INVERT_P, CropDataset
+from cervkit.training.limits import (
+    AUTO,
+    EpochLimits,
+    MaxMinutes,
+    announce_limits,
+    limits_record,
+    resolve_max_minutes,
+)
 from cervkit.training.mixed_precision import MixedPrecision, resolve_amp
 
 DEFAULT_MODEL_OPTIONS: dict[str, Any] = {"fast_upsample": True}
 """Extra U-Net3+ keywords used unless ``model_options`` says otherwise (see the benchmark)."""
 QUICK_EPOCHS = 2
 QUICK_CROP = 64
+CPU_MAX_MINUTES = 12.0
+"""The crop segmenter's default cap on a CPU (``max_minutes="auto"``): keeps a CPU run of the whole cascade within
+30 minutes (100 epochs take about 10 on 2 cores). On CUDA the default is no cap."""
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_iou", "val_dice", "lr", "seconds")
 
 
@@ -63,6 +76,10 @@ class SegmenterRun:
         Mean per-crop validation IoU / Dice of the kept weights.
     seconds : float
         Training wall time.
+    stop_reason : str
+        ``early_stop``, ``epochs_done`` or ``time_cap`` (:data:`cervkit.training.limits.STOP_REASONS`).
+    max_minutes : float or None
+        The wall-clock cap that was in force (None: none).
     """
 
     run_dir: Path
@@ -75,10 +92,18 @@ class SegmenterRun:
     val_iou: float
     val_dice: float
     seconds: float
+    stop_reason: str = "epochs_done"
+    max_minutes: float | None = None
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    """Seed Python, NumPy and torch (CPU and CUDA).
+
+    Parameters
+    ----------
+    seed : int
+        The seed (NumPy gets it modulo 2**32).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -139,7 +164,22 @@ def evaluate_crops(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 def plot_history(history: pd.DataFrame, out_png: Path, *,
                  loss_title: str = "training loss (BCE+Dice, deep supervision)",
                  val_title: str = "validation crops") -> Path:
-    """Plot training loss and validation IoU / Dice per epoch (matplotlib, no pyplot state)."""
+    """Plot training loss and validation IoU / Dice per epoch (matplotlib, no pyplot state).
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        Per-epoch rows with ``epoch``, ``train_loss``, ``val_iou`` and ``val_dice``.
+    out_png : pathlib.Path
+        Destination PNG (replaced if it exists).
+    loss_title, val_title : str
+        Titles of the two panels.
+
+    Returns
+    -------
+    pathlib.Path
+        The written PNG.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.4), dpi=100)
@@ -199,7 +239,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                     patience: int = 30, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
                     seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                     encoder_weights: str | PathLike[str] | None = None,
-                    model_options: dict[str, Any] | None = None, max_minutes: float | None = 12.0,
+                    model_options: dict[str, Any] | None = None, max_minutes: MaxMinutes = AUTO,
+                    cpu_max_minutes: float | None = CPU_MAX_MINUTES,
                     init_checkpoint: str | PathLike[str] | None = None, amp: bool | None = None,
                     overwrite: bool = False) -> SegmenterRun:
     """Train the crop segmenter on the ``train`` split, early-stopping on ``val`` crop IoU.
@@ -243,9 +284,12 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         Local or cached encoder weights (never downloaded); default from scratch.
     model_options : dict, optional
         Extra model keywords (default :data:`DEFAULT_MODEL_OPTIONS` for U-Net3+).
-    max_minutes : float, optional
-        Stop after the epoch that exceeds this wall time (the best weights are kept); the default
-        keeps a CPU run of the whole cascade within 30 minutes (100 epochs take about 10 on 2 cores).
+    max_minutes : float, "auto" or None
+        Stop after the epoch that exceeds this wall time in minutes (the best weights are kept); None: no cap.
+        ``"auto"`` (default): ``cpu_max_minutes`` on a CPU, no cap on CUDA. The limits in force are printed at
+        the start and recorded in ``config.json`` (``limits``: ``max_minutes``, ``stop_reason``, ``epochs_run``).
+    cpu_max_minutes : float, optional
+        The cap ``"auto"`` means on a CPU (default :data:`CPU_MAX_MINUTES`; fine-tuning passes its own).
     init_checkpoint : str or PathLike, optional
         Fine-tune: start from this ``model.pt`` (same architecture, checked; see :mod:`cervkit.training.finetune`).
         ``config.json`` records ``init.state_sha256``, the checksum of the weights the first epoch starts from.
@@ -273,9 +317,12 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
                  "margin": margin, "jitter": jitter, "alpha": alpha, "epochs": epochs, "patience": patience,
                  "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                  "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
+                 "cpu_max_minutes": cpu_max_minutes,
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights),
                  "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "amp": amp}
     dev = resolve_device(device)
+    cap, cap_source = resolve_max_minutes(max_minutes, cpu_max_minutes, dev)
+    announce_limits(STAGE_DIR, epochs, patience, cap, cap_source)
     seed_everything(seed)
     train_part, val_part = _split_part(manifest, "train"), _split_part(manifest, "val")
     crop_args = {"crop_size": crop_size, "margin": margin, "jitter": jitter, "seed": seed}
@@ -302,7 +349,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     rows: list[dict[str, float]] = []
     best = {"iou": -1.0, "dice": 0.0, "epoch": 0}
     best_state = copy.deepcopy(net.state_dict())
+    limits = EpochLimits(epochs, patience, cap)
     start = time.perf_counter()
+    limits.start()
     bar = tqdm(range(1, epochs + 1), desc="segmenter", disable=None)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -323,9 +372,7 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
             best = {"iou": val_iou, "dice": val_dice, "epoch": epoch}
             best_state = copy.deepcopy(net.state_dict())
         bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", val_iou=f"{val_iou:.3f}")
-        if epoch - int(best["epoch"]) >= patience:
-            break
-        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+        if limits.stop_after(epoch, int(best["epoch"])):
             break
     seconds = time.perf_counter() - start
     precision.warn_if_unstable()
@@ -343,8 +390,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     data = {name: {"images": len(ds.samples), "crops": len(ds),
                    "patients": int(part.df["patient_id"].nunique())}
             for name, ds, part in (("train", train_ds, train_part), ("val", val_ds, val_part))}
+    limits_json = limits_record(epochs, patience, cap, cap_source, limits.stop_reason, len(rows))
     config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev),
-              "amp": precision.summary(),
+              "amp": precision.summary(), "limits": limits_json,
               "normalisation": NORMALISATION, "intensity_invert_p": INVERT_P, "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),
@@ -352,4 +400,4 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),
                                      overwrite=True)
     return SegmenterRun(out, model_path, config_json, history_csv, curves, len(rows), int(best["epoch"]),
-                        float(best["iou"]), float(best["dice"]), seconds)
+                        float(best["iou"]), float(best["dice"]), seconds, limits.stop_reason, cap)

@@ -10,11 +10,18 @@ baselines (``yolo-seg``, whole-image ``unet3plus`` and ``deeplabv3plus``) train 
 
 ``resume=RUN`` fine-tunes: a new run folder whose stages start from RUN's weights, with RUN's model
 kind, classes, sizes and architecture and a smaller budget (:mod:`cervkit.training.finetune`); RUN is only read.
+
+No hidden limits: ``max_minutes`` (``--max-minutes``) is each stage's wall-clock cap, one value for every stage
+or per stage; by default (``"auto"``) each trainer's CPU cap on a CPU and none on CUDA
+(:mod:`cervkit.training.limits`). Each stage prints its limits at its start, and ``run.json`` records every
+stage's ``limits`` (``max_minutes`` in force, ``stop_reason``, ``epochs_run`` …) from its ``config.json``.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -27,23 +34,36 @@ from cervkit.runs.folder import (
     start_run,
     write_run_info,
 )
+from cervkit.training.limits import AUTO, MaxMinutes, stage_max_minutes
 
 SEGMENTER_OF = {"yolo-unet": "unet3plus", "yolo-deeplab": "deeplabv3plus"}
 
 
 def _train_baseline(model: str, split: Any, run: Path, kwargs: dict[str, Any], *, seed: int, quick: bool,
-                    device: str | None, overwrite: bool) -> None:
+                    device: str | None, overwrite: bool) -> Path:
     """Train a one-stage baseline into ``run/model/``: ``yolo-seg`` or a whole-image ``unet3plus`` /
-    ``deeplabv3plus``, with the trainer's keyword arguments ``kwargs`` (:func:`_baseline_kwargs`)."""
+    ``deeplabv3plus``, with the trainer's keyword arguments ``kwargs`` (:func:`_baseline_kwargs`); its config.json."""
     if model == "yolo-seg":
         from cervkit.training.yolo_seg import train_yolo_seg
 
-        train_yolo_seg(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **kwargs)
-    else:
-        from cervkit.training.whole_image import train_whole_image
+        return train_yolo_seg(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                              **kwargs).config_json
+    from cervkit.training.whole_image import train_whole_image
 
-        train_whole_image(split, run, model=model, seed=seed, quick=quick, device=device, overwrite=overwrite,
-                          **kwargs)
+    return train_whole_image(split, run, model=model, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                             **kwargs).config_json
+
+
+def _with_cap(kwargs: dict[str, Any], spec: Any, stage: str, stages: tuple[str, ...]) -> dict[str, Any]:
+    """``kwargs`` with the stage's ``max_minutes`` from ``spec`` unless that is ``"auto"`` (then the stage's
+    options, the fine-tune plan or the trainer's default decide)."""
+    value = stage_max_minutes(spec, stage, stages)
+    return dict(kwargs) if value == AUTO else {**kwargs, "max_minutes": value}
+
+
+def _stage_limits(config_json: Path) -> dict[str, Any]:
+    """A stage's ``limits`` (cap in force, stop reason, epochs) from its ``config.json``."""
+    return dict(json.loads(Path(config_json).read_text()).get("limits") or {})
 
 
 def _baseline_kwargs(model: str, imgsz: int | None, detector_options: dict[str, Any] | None,
@@ -87,7 +107,8 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
               quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
               overwrite: bool = False, detector_options: dict[str, Any] | None = None,
               segmenter_options: dict[str, Any] | None = None, validate: bool = True,
-              detector_classes: str = "auto", resume: str | PathLike[str] | None = None) -> Path:
+              detector_classes: str = "auto", resume: str | PathLike[str] | None = None,
+              max_minutes: MaxMinutes | Mapping[str, MaxMinutes] = AUTO) -> Path:
     """Train a model end to end into a run folder, from scratch or fine-tuning a finished run.
 
     Parameters
@@ -125,6 +146,14 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
         A finished run to fine-tune (see :mod:`cervkit.training.finetune`): every stage starts from its weights,
         with its model kind, classes, sizes and architecture, and a fine-tuning budget (AdamW 2e-4, a fifth
         to a third of the epochs). ``run.json`` records ``resumed_from`` (its path, created, model, weights' SHA-256).
+    max_minutes : float, "auto", None or mapping
+        Wall-clock cap of each stage in minutes: one value for every stage, or stage → value (stages ``detector``
+        and ``segmenter`` for the cascades, ``model`` for the baselines; a stage not named keeps ``"auto"``).
+        None: no cap. ``"auto"`` (default): the stage's option or fine-tune plan if it has one, else the
+        trainer's CPU cap on a CPU (detector 15, segmenter 12, baselines 15 minutes; 8 when fine-tuning, the
+        segmenter 12) and no cap on CUDA. An explicit value wins over ``detector_options`` /
+        ``segmenter_options``. ``run.json`` records each stage's ``limits`` (``max_minutes`` in force,
+        ``stop_reason``: ``early_stop``, ``epochs_done`` or ``time_cap``, and ``epochs_run``).
 
     Returns
     -------
@@ -148,10 +177,14 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
     model = model or "yolo-unet"
     if model not in MODELS:
         raise CervkitInputError(f"--model {model} is not trainable by this version; use one of {MODELS}")
+    stages = ("detector", "segmenter") if model in CASCADE_MODELS else ("model",)
+    for stage in stages:  # a bad --max-minutes is refused before anything is written
+        stage_max_minutes(max_minutes, stage, stages)
     quick = quick_mode() if quick is None else bool(quick)
     arguments = {"manifest": str(Path(manifest).resolve()), "model": model, "quick": quick, "seed": seed,
                  "imgsz": imgsz, "device": device, "detector_options": detector_options or {},
                  "segmenter_options": segmenter_options or {},
+                 "max_minutes": dict(max_minutes) if isinstance(max_minutes, Mapping) else max_minutes,
                  "resume": None if source is None else str(source.run)}
     run = start_run(out, model, arguments, overwrite=overwrite)
     split_csv = run / "split.csv"
@@ -168,9 +201,12 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
         start = time.perf_counter()
         kwargs = plan["model"] if source is not None else _baseline_kwargs(model, imgsz, detector_options,
                                                                             segmenter_options)
-        _train_baseline(model, split, run, kwargs, seed=seed, quick=quick, device=device, overwrite=overwrite)
+        kwargs = _with_cap(kwargs, max_minutes, "model", stages)
+        config_json = _train_baseline(model, split, run, kwargs, seed=seed, quick=quick, device=device,
+                                      overwrite=overwrite)
         timings["model"] = time.perf_counter() - start
-        info.update(stages={"model": "model"}, status="done", train_seconds=timings)
+        info.update(stages={"model": "model"}, status="done", train_seconds=timings,
+                    limits={"model": _stage_limits(config_json)})
     else:
         from cervkit.training.detector import train_detector
         from cervkit.training.segmenter import train_segmenter
@@ -184,13 +220,18 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
             info["detector_classes"] = {"classes": det_kwargs.get("classes", "single"),
                                         "level_names": det_kwargs.get("level_names")}
             seg_kwargs = {**(segmenter_options or {}), "model": SEGMENTER_OF[model]}
-        train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **det_kwargs)
+        det_kwargs = _with_cap(det_kwargs, max_minutes, "detector", stages)
+        seg_kwargs = _with_cap(seg_kwargs, max_minutes, "segmenter", stages)
+        detector = train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                                  **det_kwargs)
         timings["detector"] = time.perf_counter() - start
         start = time.perf_counter()
-        train_segmenter(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite, **seg_kwargs)
+        segmenter = train_segmenter(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                                    **seg_kwargs)
         timings["segmenter"] = time.perf_counter() - start
         info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
-                    train_seconds=timings)
+                    train_seconds=timings, limits={"detector": _stage_limits(detector.config_json),
+                                                   "segmenter": _stage_limits(segmenter.config_json)})
     write_run_info(run, info)
 
     if validate and (split.df["split"] == "val").any():

@@ -7,10 +7,12 @@ augmentations + intensity augmentation, binary "any vertebra" target), the paper
 has one output), AdamW with a cosine schedule. After each epoch it re-estimates the BatchNorm statistics
 on the un-augmented training images (:func:`recalibrate_batchnorm`), measures the mean per-image IoU and
 Dice (threshold 0.5, at the network size) on the ``val`` images, keeps the best weights and stops after
-``patience`` epochs without improvement or once ``max_minutes`` have passed. It writes::
+``patience`` epochs without improvement or once ``max_minutes`` have passed (by default :data:`CPU_MAX_MINUTES`
+on a CPU, no cap on CUDA; see :mod:`cervkit.training.limits`). It prints the limits in force at its start and
+writes::
 
     model.pt      weights + architecture + size/normalisation (cervkit.models.save_checkpoint)
-    config.json   every argument, versions, data summary, result
+    config.json   every argument, versions, data summary, result, limits (cap in force, stop_reason)
     history.csv   epoch, train_loss, val_iou, val_dice, lr, seconds
     curves.png    loss and validation IoU / Dice per epoch
 
@@ -48,8 +50,16 @@ from cervkit.inference.whole_image import (
     WHOLE_IMAGE_MODELS,
     prepare_image,
 )
-from cervkit.labels.instances import resize
+from cervkit.io.resize import resize
 from cervkit.training.crop_dataset import intensity_pipeline
+from cervkit.training.limits import (
+    AUTO,
+    EpochLimits,
+    MaxMinutes,
+    announce_limits,
+    limits_record,
+    resolve_max_minutes,
+)
 from cervkit.training.mixed_precision import MixedPrecision, resolve_amp
 from cervkit.training.segmenter import (
     initial_weights,
@@ -105,14 +115,31 @@ class WholeImageDataset(Dataset):
         self._intensity = intensity_pipeline() if self.augment else None
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations the following items use."""
+        """Select the epoch whose augmentations the following items use.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch number (0-based).
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``index`` as NumPy: normalised image and binary target, both float32 (S, S)."""
+        """Item ``index`` as NumPy: normalised image and binary target, both float32 (S, S).
+
+        Parameters
+        ----------
+        index : int
+            The item's position.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            The image and the target.
+        """
         image, labels = self.samples[index]
         target = labels > 0
         if self._geometric is not None and self._intensity is not None:
@@ -132,6 +159,8 @@ class WholeImageDataset(Dataset):
 
 QUICK_EPOCHS = 2
 QUICK_SIZE = 128
+CPU_MAX_MINUTES = 15.0
+"""The whole-image baselines' default cap on a CPU (``max_minutes="auto"``); on CUDA the default is no cap."""
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_iou", "val_dice", "lr", "seconds")
 
 
@@ -151,6 +180,10 @@ class WholeImageRun:
         Mean per-image validation IoU / Dice of the kept weights.
     seconds : float
         Training wall time.
+    stop_reason : str
+        ``early_stop``, ``epochs_done`` or ``time_cap`` (:data:`cervkit.training.limits.STOP_REASONS`).
+    max_minutes : float or None
+        The wall-clock cap that was in force (None: none).
     """
 
     run_dir: Path
@@ -163,6 +196,8 @@ class WholeImageRun:
     val_iou: float
     val_dice: float
     seconds: float
+    stop_reason: str = "epochs_done"
+    max_minutes: float | None = None
 
 
 def load_pairs(manifest: Any, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -247,7 +282,8 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                       patience: int = 15, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-4,
                       seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                       encoder_weights: str | PathLike[str] | None = None,
-                      model_options: dict[str, Any] | None = None, max_minutes: float | None = 15.0,
+                      model_options: dict[str, Any] | None = None, max_minutes: MaxMinutes = AUTO,
+                      cpu_max_minutes: float | None = CPU_MAX_MINUTES,
                       init_checkpoint: str | PathLike[str] | None = None, amp: bool | None = None,
                       overwrite: bool = False) -> WholeImageRun:
     """Train a whole-image segmenter on ``train``, early-stopping on ``val`` IoU.
@@ -284,8 +320,12 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
         Local or cached encoder weights (never downloaded); default from scratch.
     model_options : dict, optional
         Extra model keywords (default :data:`DEFAULT_MODEL_OPTIONS`).
-    max_minutes : float, optional
-        Stop after the epoch that exceeds this wall time (best weights kept); None for no cap.
+    max_minutes : float, "auto" or None
+        Stop after the epoch that exceeds this wall time in minutes (best weights kept); None: no cap.
+        ``"auto"`` (default): ``cpu_max_minutes`` on a CPU, no cap on CUDA. The limits in force are printed at
+        the start and recorded in ``config.json`` (``limits``: ``max_minutes``, ``stop_reason``, ``epochs_run``).
+    cpu_max_minutes : float, optional
+        The cap ``"auto"`` means on a CPU (default :data:`CPU_MAX_MINUTES`; fine-tuning passes its own).
     init_checkpoint : str or PathLike, optional
         Fine-tune: start from this ``model.pt`` (same architecture, checked; see :mod:`cervkit.training.finetune`);
         ``config.json`` records ``init.state_sha256`` of the weights the first epoch starts from.
@@ -314,9 +354,12 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                  "encoder_name": encoder_name, "size": size, "alpha": alpha, "epochs": epochs,
                  "patience": patience, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                  "seed": seed, "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
+                 "cpu_max_minutes": cpu_max_minutes,
                  "encoder_weights": None if encoder_weights is None else str(encoder_weights),
                  "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint), "amp": amp}
     dev = resolve_device(device)
+    cap, cap_source = resolve_max_minutes(max_minutes, cpu_max_minutes, dev)
+    announce_limits(model, epochs, patience, cap, cap_source)
     seed_everything(seed)
     train_ds = WholeImageDataset(load_pairs(manifest, "train"), size=size, augment=True, seed=seed)
     val_ds = WholeImageDataset(load_pairs(manifest, "val"), size=size, augment=False, seed=seed)
@@ -341,7 +384,9 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     rows: list[dict[str, float]] = []
     best = {"iou": -1.0, "dice": 0.0, "epoch": 0}
     best_state = copy.deepcopy(net.state_dict())
+    limits = EpochLimits(epochs, patience, cap)
     start = time.perf_counter()
+    limits.start()
     bar = tqdm(range(1, epochs + 1), desc=model, disable=None)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -363,9 +408,7 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
             best = {"iou": val_iou, "dice": val_dice, "epoch": epoch}
             best_state = copy.deepcopy(net.state_dict())
         bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", val_iou=f"{val_iou:.3f}")
-        if epoch - int(best["epoch"]) >= patience:
-            break
-        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+        if limits.stop_after(epoch, int(best["epoch"])):
             break
     seconds = time.perf_counter() - start
     precision.warn_if_unstable()
@@ -381,8 +424,9 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
                    "best_epoch": int(best["epoch"]), "val_iou": float(best["iou"]), "val_dice": float(best["dice"])}
     model_path = save_checkpoint(out / MODEL_FILE, net.cpu(), ckpt_config, overwrite=True)
     data = {"train": {"images": len(train_ds)}, "val": {"images": len(val_ds)}}
+    limits_json = limits_record(epochs, patience, cap, cap_source, limits.stop_reason, len(rows))
     config = {"arguments": arguments, "model_options": options, "init": init, "device": str(dev),
-              "amp": precision.summary(),
+              "amp": precision.summary(), "limits": limits_json,
               "normalisation": NORMALISATION, "resize": "plain (no letterbox)", "versions": versions(),
               "data": data, "result": {"epochs_run": len(rows), "best_epoch": int(best["epoch"]),
                                        "val_iou": float(best["iou"]), "val_dice": float(best["dice"]),
@@ -390,4 +434,4 @@ def train_whole_image(manifest: Any, run_dir: str | PathLike[str], *, model: str
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),
                                      overwrite=True)
     return WholeImageRun(out, model_path, config_json, history_csv, curves, len(rows), int(best["epoch"]),
-                         float(best["iou"]), float(best["dice"]), seconds)
+                         float(best["iou"]), float(best["dice"]), seconds, limits.stop_reason, cap)

@@ -2,8 +2,9 @@
 
 Training (:func:`train_yolo_seg`) mirrors :func:`cervkit.training.detector.train_detector` — scratch
 ``yolo11n-seg.yaml`` (nothing downloaded), offline ultralytics (:func:`cervkit.core.ultralytics_env.import_ultralytics`),
-``nbs = batch``, the short-memory weight EMA and the wall-clock cap of :mod:`cervkit.training.detector`
-(imported, see that module's docstring for why) — on polygon labels
+``nbs = batch``, the short-memory weight EMA of :mod:`cervkit.training.detector` (imported, see that module's
+docstring for why) and the same explicit wall-clock cap (:mod:`cervkit.training.limits`: by default 15 minutes on
+a CPU, none on CUDA; printed at the start, recorded in ``config.json`` with the stop reason) — on polygon labels
 (:func:`cervkit.labels.yolo.write_yolo_seg_labels`: the outer contour of each vertebral body). It writes
 ``run_dir/model/`` (``weights/best.pt``, ``results.csv``, ``config.json``, ``curves.png``, ``data/``).
 
@@ -33,17 +34,25 @@ from cervkit.core.ultralytics_env import amp_setting, import_ultralytics
 from cervkit.inference.yolo_seg import STAGE_DIR
 from cervkit.labels.instances import labels_from_instances, relabel_top_to_bottom
 from cervkit.training.detector import (
+    CPU_MAX_MINUTES,
     DEFAULT_AUGMENT,
     EMA_DECAY,
     EMA_TAU,
     QUICK_EPOCHS,
     QUICK_IMGSZ,
     ema_callback,
-    time_cap_callback,
     init_record,
     read_results,
 )
 from cervkit.training.finetune import init_record_callback
+from cervkit.training.limits import (
+    AUTO,
+    MaxMinutes,
+    YoloStopWatch,
+    announce_limits,
+    limits_record,
+    resolve_max_minutes,
+)
 
 MODEL_YAML = "yolo11n-seg.yaml"
 METRIC_COLUMNS = {"mask_mAP50": "metrics/mAP50(M)", "mask_mAP50-95": "metrics/mAP50-95(M)",
@@ -53,7 +62,8 @@ METRIC_COLUMNS = {"mask_mAP50": "metrics/mAP50(M)", "mask_mAP50-95": "metrics/mA
 @dataclass
 class YoloSegRun:
     """What :func:`train_yolo_seg` wrote: ``run_dir`` (``<run>/model``), ``weights`` (best.pt),
-    ``results_csv``, ``config_json``, ``curves_png``, ``epochs_run``, ``best_epoch``, ``seconds``, ``metrics``."""
+    ``results_csv``, ``config_json``, ``curves_png``, ``epochs_run``, ``best_epoch``, ``seconds``, ``metrics``,
+    ``stop_reason`` (``early_stop``, ``epochs_done`` or ``time_cap``) and ``max_minutes`` (the cap in force)."""
 
     run_dir: Path
     weights: Path
@@ -64,6 +74,8 @@ class YoloSegRun:
     best_epoch: int
     seconds: float
     metrics: dict[str, float]
+    stop_reason: str = "epochs_done"
+    max_minutes: float | None = None
 
 
 def _label_map(mask: np.ndarray) -> np.ndarray:
@@ -118,7 +130,20 @@ def _fitness(table: pd.DataFrame) -> np.ndarray:
 
 
 def plot_seg_curves(table: pd.DataFrame, out_png: Path) -> Path:
-    """Plot box/mask losses and box/mask mAP50 per epoch (matplotlib, no pyplot state)."""
+    """Plot box/mask losses and box/mask mAP50 per epoch (matplotlib, no pyplot state).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Ultralytics' ``results.csv`` (``epoch`` and its loss and metric columns; missing ones are left out).
+    out_png : pathlib.Path
+        Destination PNG (replaced if it exists).
+
+    Returns
+    -------
+    pathlib.Path
+        The written PNG.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.4), dpi=100)
@@ -140,7 +165,8 @@ def plot_seg_curves(table: pd.DataFrame, out_png: Path) -> Path:
 
 
 def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int = 200, patience: int = 20,
-                   imgsz: int = 320, batch: int = 8, max_minutes: float | None = 15.0, seed: int = 0,
+                   imgsz: int = 320, batch: int = 8, max_minutes: MaxMinutes = AUTO,
+                   cpu_max_minutes: float | None = CPU_MAX_MINUTES, seed: int = 0,
                    weights: str | PathLike[str] | None = None,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
                    overrides: Mapping[str, Any] | None = None, ema: tuple[float, float] = (EMA_DECAY, EMA_TAU),
@@ -153,8 +179,11 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
         Manifest with a ``split`` column.
     run_dir : str or PathLike
         The run folder; this writes ``run_dir/model/``.
-    epochs, patience, imgsz, batch, max_minutes, seed, device, workers, augment, overrides, ema, verbose
+    epochs, patience, imgsz, batch, seed, device, workers, augment, overrides, ema, verbose
         As in :func:`cervkit.training.detector.train_detector` (same defaults).
+    max_minutes, cpu_max_minutes
+        As in :func:`cervkit.training.detector.train_detector`: ``"auto"`` (default) is a 15-minute cap on a CPU
+        and none on CUDA; the limits in force are printed at the start and recorded under ``limits``.
     weights : str or PathLike, optional
         A YOLO-seg ``.pt`` to fine-tune (see :mod:`cervkit.training.finetune`); default None: ``yolo11n-seg.yaml``.
     quick : bool, optional
@@ -178,6 +207,8 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
     data_yaml = build_yolo_seg_dataset(manifest, out / "data", overwrite=overwrite)
     ul = import_ultralytics()
     dev = ultralytics_device(device)
+    cap, cap_source = resolve_max_minutes(max_minutes, cpu_max_minutes, dev)
+    announce_limits("yolo-seg", epochs, patience, cap, cap_source)
     aug = {**DEFAULT_AUGMENT, **dict(augment or {})}
     args: dict[str, Any] = {
         "data": str(data_yaml), "epochs": int(epochs), "patience": int(patience), "imgsz": int(imgsz),
@@ -196,8 +227,8 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
     model.add_callback("on_train_start", ema_callback(ema[0], ema[1]))
     init = init_record(weights)
     model.add_callback("on_train_start", init_record_callback(init))
-    if max_minutes:
-        model.add_callback("on_fit_epoch_end", time_cap_callback(float(max_minutes) * 60.0))
+    watch = YoloStopWatch(cap)
+    model.add_callback("on_fit_epoch_end", watch)
     start = time.perf_counter()
     try:
         model.train(**args)
@@ -206,22 +237,25 @@ def train_yolo_seg(manifest: Any, run_dir: str | PathLike[str], *, epochs: int =
     seconds = time.perf_counter() - start
     results_csv = out / "results.csv"
     table = read_results(results_csv)
+    stop_reason = watch.reason(len(table), epochs)
     best = int(np.argmax(_fitness(table)))
     metrics = {k: float(table[c].iloc[best]) for k, c in METRIC_COLUMNS.items()}
     best_epoch = int(table["epoch"].iloc[best])
     curves = plot_seg_curves(table, out / "curves.png")
     config = {"arguments": {"manifest": str(getattr(manifest, "path", manifest)), "run_dir": str(run_dir),
                             "epochs": epochs, "patience": patience, "imgsz": imgsz, "batch": batch,
-                            "max_minutes": max_minutes, "seed": seed, "device": dev, "workers": workers,
+                            "max_minutes": max_minutes, "cpu_max_minutes": cpu_max_minutes,
+                            "seed": seed, "device": dev, "workers": workers,
                             "weights": None if weights is None else str(weights), "quick": quick, "augment": aug,
                             "overrides": dict(overrides or {}), "ema": list(ema)},
               "model": MODEL_YAML, "init": init,
+              "limits": limits_record(epochs, patience, cap, cap_source, stop_reason, len(table)),
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
               "versions": versions(), "result": {"epochs_run": int(len(table)), "best_epoch": best_epoch,
                                                  "seconds": round(seconds, 2), "metrics": metrics}}
     config_json = atomic_write_bytes(out / "config.json", json.dumps(config, indent=2, default=str).encode(),
                                      overwrite=True)
     return YoloSegRun(out, out / "weights" / "best.pt", results_csv, config_json, curves, int(len(table)),
-                      best_epoch, seconds, metrics)
+                      best_epoch, seconds, metrics, stop_reason, cap)
 
 

@@ -183,7 +183,19 @@ def seed_transform(transform: A.BasicTransform | A.BaseCompose, seed: int) -> No
 
 
 def as_compose(transform: A.BasicTransform | A.BaseCompose) -> A.Compose:
-    """Wrap a transform (or a Compose without box settings) into a Compose that carries boxes."""
+    """Wrap a transform (or a Compose without box settings) into a Compose that carries boxes.
+
+    Parameters
+    ----------
+    transform : albumentations transform or Compose
+        The augmentation.
+
+    Returns
+    -------
+    albumentations.Compose
+        ``transform`` itself when it already carries boxes, else a Compose wrapping it with
+        :func:`bbox_params`.
+    """
     alb = albumentations_module()
     if isinstance(transform, alb.Compose) and "bboxes" in getattr(transform, "processors", {}):
         return transform
@@ -282,6 +294,20 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
     Mixing (seed, epoch, index) through SeedSequence rather than adding them keeps
     item ``i`` of epoch ``e + 1`` from repeating item ``i + 1`` of epoch ``e``.
+
+    Parameters
+    ----------
+    seed : int
+        The dataset's base seed.
+    epoch : int
+        The epoch.
+    index : int
+        The item's position.
+
+    Returns
+    -------
+    int
+        A 32-bit seed.
     """
     return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
 
@@ -322,14 +348,31 @@ class AugmentedDataset(Dataset):
         self.min_area = int(min_area)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations the following items use."""
+        """Select the epoch whose augmentations the following items use.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch number (0-based).
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self, index: int) -> AugmentedSample:
-        """Return item ``index`` as an :class:`AugmentedSample` (NumPy arrays)."""
+        """Return item ``index`` as an :class:`AugmentedSample` (NumPy arrays).
+
+        Parameters
+        ----------
+        index : int
+            The item's position (negative counts from the end).
+
+        Returns
+        -------
+        AugmentedSample
+            The augmented image, label map (numbered top to bottom) and boxes.
+        """
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self)
@@ -351,6 +394,17 @@ class AugmentedDataset(Dataset):
     @staticmethod
     def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """DataLoader ``collate_fn``: stack images and labels, keep boxes as a list (counts differ)."""
+        """DataLoader ``collate_fn``: stack images and labels, keep boxes as a list (counts differ).
+
+        Parameters
+        ----------
+        batch : sequence of (image, labels, boxes)
+            Items as returned by ``dataset[i]``.
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor, list of torch.Tensor)
+            Images (B, 1, H, W), labels (B, H, W) and one (K, 4) box tensor per item.
+        """
         images, labels, boxes = zip(*batch)
         return torch.stack(images), torch.stack(labels), list(boxes)

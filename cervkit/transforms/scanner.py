@@ -72,6 +72,13 @@ class RandomIntensityCurve(A.ImageOnlyTransform):
         self.out_range = (float(out_range[0]), float(out_range[1]))
 
     def get_params(self) -> dict[str, Any]:
+        """Draw one curve from the transform's random generator.
+
+        Returns
+        -------
+        dict
+            ``quantiles`` (3,) of the inner knots and ``outputs`` (5,) of all knots, largest 1.
+        """
         rng = self.random_generator
         quantiles = np.array([rng.uniform(0.4, 0.6), rng.uniform(0.7, 0.9), rng.uniform(0.93, 0.99)])
         outputs = np.concatenate([[0.0], rng.uniform(*self.out_range, size=3), [rng.uniform(0.0, 1.0)]])
@@ -79,12 +86,35 @@ class RandomIntensityCurve(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, quantiles: np.ndarray = None, outputs: np.ndarray = None,
               **params: Any) -> np.ndarray:
+        """Remap ``img`` through the drawn curve.
+
+        Parameters
+        ----------
+        img : numpy.ndarray
+            uint8 or float image, gray (H, W) or (H, W, 3) (channels are averaged, then repeated).
+        quantiles, outputs : numpy.ndarray
+            The curve from :meth:`get_params`.
+        **params
+            Other albumentations parameters (unused).
+
+        Returns
+        -------
+        numpy.ndarray
+            The remapped image, ``img``'s dtype and shape.
+        """
         gray, back = _as_gray_float(img)
         knots = np.concatenate([[0.0], np.quantile(gray, quantiles), [1.0]])
         knots = np.maximum.accumulate(knots + np.arange(5) * 1e-4)  # strictly increasing for np.interp
         return back(np.interp(gray, knots, outputs))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Constructor arguments albumentations serialises (besides ``p``).
+
+        Returns
+        -------
+        tuple of str
+            ``("out_range",)``.
+        """
         return ("out_range",)
 
 
@@ -104,15 +134,47 @@ class RicianNoise(A.ImageOnlyTransform):
         self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
 
     def get_params(self) -> dict[str, Any]:
+        """Draw σ and a noise seed from the transform's random generator.
+
+        Returns
+        -------
+        dict
+            ``sigma`` (float) and ``seed`` (int).
+        """
         return {"sigma": self.random_generator.uniform(*self.sigma_range),
                 "seed": int(self.random_generator.integers(2**31))}
 
     def apply(self, img: np.ndarray, sigma: float = 0.0, seed: int = 0, **params: Any) -> np.ndarray:
+        """Add Rician noise to ``img``.
+
+        Parameters
+        ----------
+        img : numpy.ndarray
+            uint8 or float image, gray (H, W) or (H, W, 3) (channels are averaged, then repeated).
+        sigma : float
+            Noise standard deviation (image in [0, 1]).
+        seed : int
+            Seed of the noise.
+        **params
+            Other albumentations parameters (unused).
+
+        Returns
+        -------
+        numpy.ndarray
+            The noisy image clipped to [0, 1], ``img``'s dtype and shape.
+        """
         gray, back = _as_gray_float(img)
         n1, n2 = np.random.default_rng(seed).standard_normal((2, *gray.shape)).astype(np.float32)
         return back(np.sqrt((gray + sigma * n1) ** 2 + (sigma * n2) ** 2))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
+        """Constructor arguments albumentations serialises (besides ``p``).
+
+        Returns
+        -------
+        tuple of str
+            ``("sigma_range",)``.
+        """
         return ("sigma_range",)
 
 

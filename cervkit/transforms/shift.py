@@ -40,7 +40,8 @@ import cv2
 import numpy as np
 
 from cervkit.core.errors import CervkitInputError
-from cervkit.labels.instances import relabel_top_to_bottom, resize
+from cervkit.io.resize import resize
+from cervkit.labels.instances import relabel_top_to_bottom
 
 
 def _check(image: np.ndarray) -> np.ndarray:
@@ -89,19 +90,56 @@ def t1_like(image: np.ndarray, severity: float = 0.9, *, peak_quantile: float = 
 
 
 def invert(image: np.ndarray) -> np.ndarray:
-    """``1 − x``: a monotone-decreasing remap (air turns white)."""
+    """``1 − x``: a monotone-decreasing remap (air turns white).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     return _out(1.0 - _check(image))
 
 
 def gamma(image: np.ndarray, g: float) -> np.ndarray:
-    """``x ** g`` (g < 1 brightens the dark tissue, g > 1 darkens it)."""
+    """``x ** g`` (g < 1 brightens the dark tissue, g > 1 darkens it).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    g : float
+        The exponent, positive.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     if g <= 0:
         raise ValueError(f"gamma must be positive, got {g}")
     return _out(_check(image) ** float(g))
 
 
 def contrast(image: np.ndarray, factor: float) -> np.ndarray:
-    """Stretch (factor > 1) or flatten (factor < 1) the intensities about the image mean, clipped."""
+    """Stretch (factor > 1) or flatten (factor < 1) the intensities about the image mean, clipped.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    factor : float
+        Positive scale of the deviations from the mean.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     if factor <= 0:
         raise ValueError(f"contrast factor must be positive, got {factor}")
     arr = _check(image)
@@ -110,7 +148,20 @@ def contrast(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def window(image: np.ndarray, upper: float) -> np.ndarray:
-    """A narrower display window: ``x / upper``, clipped, so everything above ``upper`` saturates."""
+    """A narrower display window: ``x / upper``, clipped, so everything above ``upper`` saturates.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    upper : float
+        Top of the window, in (0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     if not 0.0 < upper <= 1.0:
         raise ValueError(f"window upper must be in (0, 1], got {upper}")
     return _out(_check(image) / float(upper))
@@ -144,7 +195,22 @@ def bias_field(image: np.ndarray, strength: float, *, seed: int = 0) -> np.ndarr
 
 
 def rician_noise(image: np.ndarray, sigma: float, *, seed: int = 0) -> np.ndarray:
-    """Magnitude (Rician) noise: ``sqrt((x + σ n₁)² + (σ n₂)²)`` with standard normal ``n₁, n₂``."""
+    """Magnitude (Rician) noise: ``sqrt((x + σ n₁)² + (σ n₂)²)`` with standard normal ``n₁, n₂``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    sigma : float
+        Noise standard deviation (intensity units).
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     arr = _check(image)
     rng = np.random.default_rng(seed)
     n1, n2 = rng.standard_normal((2, *arr.shape))
@@ -152,14 +218,40 @@ def rician_noise(image: np.ndarray, sigma: float, *, seed: int = 0) -> np.ndarra
 
 
 def blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian blur with standard deviation ``sigma_px`` pixels (thicker slices, softer kernel)."""
+    """Gaussian blur with standard deviation ``sigma_px`` pixels (thicker slices, softer kernel).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    sigma_px : float
+        Standard deviation in pixels; <= 0 returns the (clipped) image unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1] (clipped).
+    """
     if sigma_px <= 0:
         return _check(image)
     return _out(cv2.GaussianBlur(_check(image), (0, 0), float(sigma_px), borderType=cv2.BORDER_REFLECT))
 
 
 def resample(image: np.ndarray, factor: float) -> np.ndarray:
-    """Simulate a coarser acquisition: area down-sampling to ``factor`` × the size, bilinear back up."""
+    """Simulate a coarser acquisition: area down-sampling to ``factor`` × the size, bilinear back up.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float (H, W) in [0, 1] (values outside are clipped first).
+    factor : float
+        Size of the coarse matrix relative to the image, in (0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1], the input's shape.
+    """
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"resample factor must be in (0, 1], got {factor}")
     arr = _check(image)
@@ -291,7 +383,18 @@ def apply_shift(name: str, image: np.ndarray, labels: np.ndarray, severity: floa
 
 
 def shift_grid(names: list[str] | None = None) -> list[tuple[str, float]]:
-    """``[("none", 0.0), (name, severity), ...]`` over :data:`SHIFTS` (or the given names)."""
+    """``[("none", 0.0), (name, severity), ...]`` over :data:`SHIFTS` (or the given names).
+
+    Parameters
+    ----------
+    names : list of str, optional
+        Shifts to include (keys of :data:`SHIFTS`); default all.
+
+    Returns
+    -------
+    list of (str, float)
+        The unshifted baseline first, then each shift at each severity of its grid.
+    """
     chosen = list(SHIFTS) if names is None else names
     unknown = [n for n in chosen if n not in SHIFTS]
     if unknown:

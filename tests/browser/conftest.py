@@ -1,13 +1,16 @@
 """Fixtures for the real-browser editor tests: private JupyterLab and Notebook 7 servers, Debian's Chromium.
 
-The tests skip (with the reason) only when ``/usr/bin/chromium`` is absent; CI installs it with
-``apt-get install -y chromium``. Nothing here touches the network: the servers listen on 127.0.0.1,
+Outside CI the tests skip (with the reason) only when ``/usr/bin/chromium`` or Playwright is absent;
+in CI (``CI=true``) either missing fails them: CI installs Chromium with ``apt-get install -y chromium``
+and Playwright with the dev extra. Kernels never see ``CERVKIT_DATA_DIR`` (these tests are not
+``realdata``: notebook 07 runs on phantoms). Nothing here touches the network: the servers listen on 127.0.0.1,
 news and update checks are off, and Playwright drives the system Chromium (``playwright install``
 is never needed).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -24,6 +27,7 @@ from typing import Any
 
 import pytest
 from editor_page import REPO, EditorPage
+from skips import skip_or_fail_in_ci
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,8 +54,9 @@ def _write_settings(settings: Path) -> None:
 
 
 def _kernel_env(base: Path, config: Path, runtime: Path) -> dict[str, str]:
-    """The server's environment: private Jupyter dirs; kernels in quick mode, writing under ``base``."""
-    return dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
+    """The server's environment: private Jupyter dirs; kernels in quick mode, writing under ``base``, no real data."""
+    env = {k: v for k, v in os.environ.items() if k != "CERVKIT_DATA_DIR"}
+    return dict(env, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
                 IPYTHONDIR=str(base / "ipython"), JUPYTER_PLATFORM_DIRS="1", CERVKIT_QUICK="1",
                 CERVKIT_OUTPUTS=str(base / "outputs"), OMP_NUM_THREADS="1",
                 PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
@@ -96,11 +101,12 @@ def _running_server(cmd: list[str], env: dict[str, str], base: Path, port: int, 
 
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
-    """Path of Debian's Chromium; skips the module when it is not installed."""
+    """Path of Debian's Chromium; skips the tests when it or Playwright is missing (in CI: fails them)."""
     if not CHROMIUM.exists():
-        pytest.skip("real-browser tests need Debian's Chromium at /usr/bin/chromium "
-                    "(apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+        skip_or_fail_in_ci("real-browser tests need Debian's Chromium at /usr/bin/chromium "
+                           "(apt-get install -y chromium)")
+    if importlib.util.find_spec("playwright") is None:  # installed but broken: fails at its import
+        skip_or_fail_in_ci("real-browser tests need playwright (python, in the dev extra)")
     return CHROMIUM
 
 
@@ -153,7 +159,9 @@ def notebook7_server(chromium_path: Path, tmp_path_factory: pytest.TempPathFacto
     dict
         ``url``, ``token``, ``root``, ``outputs``, ``log`` (as ``lab_server``).
     """
-    pytest.importorskip("notebook", minversion="7", reason="Jupyter Notebook 7 is not installed")
+    import notebook  # in the dev extra: missing is a failure, not a skip
+
+    assert int(notebook.__version__.split(".")[0]) >= 7, f"Jupyter Notebook 7 needed, found {notebook.__version__}"
     base = tmp_path_factory.mktemp("nb7")
     root, config, runtime, settings, workspaces = (base / n for n in
                                                    ("root", "config", "runtime", "settings", "workspaces"))

@@ -21,12 +21,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from cervkit.core.files import atomic_write_bytes
 from cervkit.data.synth.geometry import LEVELS
 from cervkit.data.synth.phantom import MODALITY, PhantomSpec, phantom_from_spec
 
@@ -36,18 +36,6 @@ MANIFEST_COLUMNS = ("image", "mask", "patient_id", "modality", "pixel_spacing_mm
 SOURCE = "cervkit.data.synth.phantom"
 LICENSE = "CC0-1.0, generated"
 _STYLE_CODE = {"xray": 1, "mri": 2}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -150,9 +138,10 @@ def write_phantom_dataset(out_dir: str | os.PathLike[str], n: int, *, style: str
         ph = phantom_from_spec(spec, phantom_id=img_id)
         ph.geometry["extras"]["patient_id"] = pid
         img_png = _png_bytes(np.round(ph.image * 255.0))
-        _atomic_write(out / "images" / f"{img_id}.png", img_png)
-        _atomic_write(out / "masks" / f"{img_id}.png", _png_bytes(ph.labels))
-        _atomic_write(out / "geometry" / f"{img_id}.json", json.dumps(ph.geometry, indent=1).encode())
+        atomic_write_bytes(out / "images" / f"{img_id}.png", img_png, overwrite=True)
+        atomic_write_bytes(out / "masks" / f"{img_id}.png", _png_bytes(ph.labels), overwrite=True)
+        atomic_write_bytes(out / "geometry" / f"{img_id}.json", json.dumps(ph.geometry, indent=1).encode(),
+                           overwrite=True)
         rows.append({
             "image": f"images/{img_id}.png", "mask": f"masks/{img_id}.png", "patient_id": pid,
             "modality": MODALITY[st], "pixel_spacing_mm": f"{ph.spacing_mm[0]:.6f}",
@@ -166,5 +155,5 @@ def write_phantom_dataset(out_dir: str | os.PathLike[str], n: int, *, style: str
     writer.writeheader()
     writer.writerows(rows)
     manifest = out / "manifest.csv"
-    _atomic_write(manifest, buf.getvalue().encode())
+    atomic_write_bytes(manifest, buf.getvalue().encode(), overwrite=True)
     return manifest

@@ -135,7 +135,13 @@ class Phantom:
     spec: PhantomSpec = field(repr=False, default_factory=PhantomSpec)
 
     def as_image(self) -> Image:
-        """Return the image as a :class:`cervkit.core.image.Image` with spacing and provenance."""
+        """Return the image as a :class:`cervkit.core.image.Image` with spacing and provenance.
+
+        Returns
+        -------
+        Image
+            The float image with ``spacing_mm`` and ``meta`` (source, modality, spacing kind, seed).
+        """
         return Image(self.image, self.spacing_mm, {"source": "cervkit.data.synth.phantom", "modality": MODALITY[self.spec.style],
                                                    "spacing_kind": "patient", "seed": self.spec.seed})
 
