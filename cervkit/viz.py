@@ -195,3 +195,39 @@ def save_figure(fig, name: str, folder: Path | None = None, *, dpi: int = 110) -
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def record_result(notebook: str, metric: str, value: float | int | str, *, unit: str = "", note: str = "",
+                  folder: Path | None = None) -> Path:
+    """Record a headline number for ``outputs/index.html`` (``outputs/results/<notebook>.json``).
+
+    Parameters
+    ----------
+    notebook : str
+        The notebook's stem, e.g. ``"00_quickstart"``.
+    metric : str
+        What the number is, e.g. ``"xray phantom Dice"``.
+    value : float, int or str
+    unit : str
+    note : str
+        On what it was measured.
+    folder : pathlib.Path, optional
+        Default: ``outputs_dir()/results``.
+
+    Returns
+    -------
+    pathlib.Path
+        The JSON file (one entry per metric, replaced when recorded again).
+    """
+    import json
+
+    from cervkit.core.config import outputs_dir
+
+    folder = folder or outputs_dir() / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{notebook}.json"
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[metric] = {"value": value.item() if hasattr(value, "item") else value, "unit": unit, "note": note}
+    path.write_text(json.dumps(entries, indent=1) + "\n")
+    return path
+

@@ -19,10 +19,16 @@ Handler = Callable[[argparse.Namespace], int]
 def _cmd_notebooks(args: argparse.Namespace) -> int:
     from cervkit.cli.notebooks import run_all
 
+    from cervkit.cli.report import notebook_html, write_index
+    from cervkit.core.config import outputs_dir
+
     results = run_all(Path(args.out), folder=Path(args.folder) if args.folder else None, only=args.only)
     failed = [r for r in results if r.error is not None]
     total = sum(r.seconds for r in results)
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed ({total:.0f} s); executed copies in {args.out}")
+    for r in results:
+        notebook_html(r.executed)
+    print("report:", write_index(outputs_dir(), results))
     return 1 if failed or not results else 0
 
 
