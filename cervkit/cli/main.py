@@ -67,7 +67,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     # --no-amp: float32 on CUDA too (ultralytics' own AMP for the detectors, cervkit.training.mixed_precision for the rest)
     no_amp = {"detector_options": {"overrides": {"amp": False}}, "segmenter_options": {"amp": False}}
-    run = train_run(Path(args.manifest), Path(args.out), model=args.model, quick=True if args.quick else None,
+    manifests = [Path(m) for m in args.manifest]
+    run = train_run(manifests[0] if len(manifests) == 1 else manifests, Path(args.out), model=args.model, quick=True if args.quick else None,
                     seed=args.seed, imgsz=args.imgsz, device=args.device, overwrite=args.overwrite,
                     detector_classes=args.detector_classes, resume=args.resume, max_minutes=args.max_minutes,
                     **(no_amp if args.no_amp else {}))
@@ -249,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_notebooks)
 
     p = sub.add_parser("train", help="train a model into a run folder")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, action="append",
+                   help="manifest CSV; repeat it for several sources (split by patient within each, each "
+                        "source's `levels` respected: a body outside them is unannotated, not background)")
     p.add_argument("--out", required=True, help="the run folder")
     p.add_argument("--model", choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"],
                    help="default yolo-unet; with --resume the resumed run's model")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,33 @@ def _baseline_kwargs(model: str, imgsz: int | None, detector_options: dict[str, 
     return dict(segmenter_options or {}) | ({"size": imgsz} if imgsz is not None else {})
 
 
-def _preview_split(manifest: str | PathLike[str], seed: int) -> Any:
+def _sources(manifest: Any) -> list[Path]:
+    """One manifest path or several (``train --manifest A --manifest B``) as a list of paths."""
+    if isinstance(manifest, (str, PathLike)):
+        return [Path(manifest)]
+    paths = [Path(m) for m in manifest]
+    if not paths:
+        raise CervkitInputError("no manifest given")
+    return paths
+
+
+def _combined_split(manifests: list[Path], folder: Path, seed: int) -> Any:
+    """Several sources as one manifest, split by patient within each source (rows with a split keep it)."""
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.sources import combine_sources, split_sources
+
+    return split_sources(combine_sources([load_manifest(m) for m in manifests], folder), seed=seed)
+
+
+def _preview_split(manifest: Any, seed: int) -> Any:
     """The split :func:`cervkit.data.manifest.ensure_split` will use, computed in memory (nothing written)."""
     from cervkit.data.manifest import load_manifest
     from cervkit.data.split import split_by_patient
 
-    source = load_manifest(manifest)
+    paths = _sources(manifest)
+    if len(paths) > 1:
+        return _combined_split(paths, paths[0].parent, seed)
+    source = load_manifest(paths[0])
     return source if "split" in source.df.columns else split_by_patient(source, seed=seed)
 
 
@@ -103,7 +124,8 @@ def _fresh_detector_kwargs(split: Any, manifest: str | PathLike[str], detector_c
     return det_kwargs
 
 
-def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model: str | None = None,
+def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out: str | PathLike[str], *,
+              model: str | None = None,
               quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
               overwrite: bool = False, detector_options: dict[str, Any] | None = None,
               segmenter_options: dict[str, Any] | None = None, validate: bool = True,
@@ -113,8 +135,12 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
 
     Parameters
     ----------
-    manifest : str or PathLike
-        Manifest CSV; split by patient (6:2:2, ``seed``) when it has no ``split`` column.
+    manifest : str, PathLike or sequence of them
+        Manifest CSV; split by patient (6:2:2, ``seed``) when it has no ``split`` column. Several manifests are
+        several sources (:mod:`cervkit.data.sources`): merged with a ``source`` column, split by patient within
+        each source, reported per source in ``run.json``; the detector then learns one ``vertebra`` class from
+        the images cropped to each one's annotated levels, so a body a source left unannotated is never
+        background.
     out : str or PathLike
         The run folder (must be new or empty unless ``overwrite``; never ``resume`` or inside it).
     model : str, optional
@@ -161,7 +187,7 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
         The run folder, with ``run.json`` status ``done``.
     """
     from cervkit.core.config import quick_mode
-    from cervkit.data.manifest import ensure_split
+    from cervkit.data.manifest import ensure_split, load_manifest
     from cervkit.data.split import summary
     from cervkit.data.table import save_manifest
     from cervkit.training import finetune
@@ -181,18 +207,29 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
     for stage in stages:  # a bad --max-minutes is refused before anything is written
         stage_max_minutes(max_minutes, stage, stages)
     quick = quick_mode() if quick is None else bool(quick)
-    arguments = {"manifest": str(Path(manifest).resolve()), "model": model, "quick": quick, "seed": seed,
+    manifests = _sources(manifest)
+    arguments = {"manifest": [str(m.resolve()) for m in manifests] if len(manifests) > 1
+                 else str(manifests[0].resolve()), "model": model, "quick": quick, "seed": seed,
                  "imgsz": imgsz, "device": device, "detector_options": detector_options or {},
                  "segmenter_options": segmenter_options or {},
                  "max_minutes": dict(max_minutes) if isinstance(max_minutes, Mapping) else max_minutes,
                  "resume": None if source is None else str(source.run)}
     run = start_run(out, model, arguments, overwrite=overwrite)
     split_csv = run / "split.csv"
-    split = ensure_split(manifest, split_csv, seed=seed, overwrite=overwrite)
+    if len(manifests) > 1:
+        split = _combined_split(manifests, run, seed)
+        save_manifest(split, split_csv, overwrite=True)
+        split = load_manifest(split_csv, validate=False)
+    else:
+        split = ensure_split(manifests[0], split_csv, seed=seed, overwrite=overwrite)
     if not split_csv.is_file():  # the manifest came with its own split: keep a copy with the run
         save_manifest(split, split_csv, overwrite=overwrite)
     info = read_run_info(run)
     info["split"] = {"file": "split.csv", "summary": summary(split).to_dict(orient="records")}
+    if len(manifests) > 1:
+        info["split"]["sources"] = {
+            str(name): summary(split.with_df(part.reset_index(drop=True))).to_dict(orient="records")
+            for name, part in split.df.groupby(split.df["source"].astype(str))}
     if source is not None:
         info["resumed_from"] = finetune.resumed_from_record(source)
     timings: dict[str, float] = {}
@@ -215,6 +252,16 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
         if source is not None:
             det_kwargs, seg_kwargs = plan["detector"], plan["segmenter"]
             info["detector_classes"] = plan["detector_classes"]
+        elif len(manifests) > 1:  # several level protocols: one class, from each source's annotated span
+            if detector_classes == "levels":
+                raise CervkitInputError("per-level detector classes need one level protocol; several sources "
+                                        "train the single 'vertebra' class", manifests[0])
+            det_kwargs = {**(detector_options or {}), "classes": "single"}
+            if imgsz is not None:
+                det_kwargs["imgsz"] = imgsz
+            info["detector_classes"] = {"classes": "single", "level_names": None,
+                                        "detector_input": "images cropped to each source's annotated levels"}
+            seg_kwargs = {**(segmenter_options or {}), "model": SEGMENTER_OF[model]}
         else:
             det_kwargs = _fresh_detector_kwargs(split, manifest, detector_classes, imgsz, detector_options)
             info["detector_classes"] = {"classes": det_kwargs.get("classes", "single"),
@@ -222,7 +269,12 @@ def train_run(manifest: str | PathLike[str], out: str | PathLike[str], *, model:
             seg_kwargs = {**(segmenter_options or {}), "model": SEGMENTER_OF[model]}
         det_kwargs = _with_cap(det_kwargs, max_minutes, "detector", stages)
         seg_kwargs = _with_cap(seg_kwargs, max_minutes, "segmenter", stages)
-        detector = train_detector(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
+        detector_data = split
+        if len(manifests) > 1:
+            from cervkit.data.sources import write_span_crops
+
+            detector_data = write_span_crops(split, run / "detector_data")
+        detector = train_detector(detector_data, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
                                   **det_kwargs)
         timings["detector"] = time.perf_counter() - start
         start = time.perf_counter()

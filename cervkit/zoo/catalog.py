@@ -6,7 +6,7 @@ held-out test set from its card, e.g. for a notebook or CI). Nothing here import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -141,7 +141,8 @@ def source_manifest(source: Source, work: Path, *, quick: bool, recipe: Recipe) 
     return table
 
 
-def test_manifest(name: str, *, work_dir: str | PathLike[str] | None = None) -> Any:
+def test_manifest(name: str, *, work_dir: str | PathLike[str] | None = None,
+                  sources: Sequence[str] | None = None) -> Any:
     """The held-out test images a shipped model's card lists, as one manifest (``source``, ``split="test"``).
 
     Parameters
@@ -150,11 +151,13 @@ def test_manifest(name: str, *, work_dir: str | PathLike[str] | None = None) -> 
         A shipped model.
     work_dir : str or PathLike, optional
         Where generated phantoms go (default ``outputs/zoo_check/<name>``).
+    sources : sequence of str, optional
+        Only these sources (default: every source on the card).
 
     Returns
     -------
     Manifest
-        Not saved; its images are the card's test images of every source.
+        Not saved; its images are the card's test images of the chosen sources.
     """
     from cervkit.core.config import outputs_dir
     from cervkit.data.sources import combine_sources
@@ -165,6 +168,8 @@ def test_manifest(name: str, *, work_dir: str | PathLike[str] | None = None) -> 
     work = Path(work_dir) if work_dir is not None else outputs_dir() / "zoo_check" / name
     manifests = []
     for source in recipe.sources:
+        if sources is not None and source.name not in sources:
+            continue
         table = source_manifest(source, work, quick=bool(card.get("quick_build")), recipe=recipe)
         wanted = set(card["test_images"].get(source.name, []))
         keep = [f"{table.image_path(i).parent.name}/{table.image_path(i).name}" in wanted for i in range(len(table))]
