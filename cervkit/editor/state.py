@@ -23,6 +23,7 @@ from cervkit.editor import tools
 from cervkit.editor.history import History, Step
 from cervkit.editor.keys import SHORTCUTS, TOOLS, normalize_key, resize_brush
 from cervkit.editor.persist import read_autosave, write_autosave
+from cervkit.editor.prompts import PromptResult, box_prompt_labels, crop_segmenter, grown_box
 
 __all__ = ["CLEAN_OPS", "EditorState", "SHORTCUTS"]
 
@@ -93,6 +94,7 @@ class EditorState:
         self.version = 0
         self.last_bbox: tools.BBox | None = None
         self.history = History(max_history, max_history_bytes)
+        self._prompt_models: dict[Any, Any] = {}
         self._listeners: list[Listener] = []
         self.autosave_path = None if autosave_path is None else Path(autosave_path)
         if self.autosave_path is not None and self.autosave_path.exists() and not overwrite_autosave:
@@ -329,6 +331,71 @@ class EditorState:
         """
         new = self._checked(labels)
         return self._commit(new, tools.changed_bbox(self.labels, new), reason)
+
+    def box_prompt(self, x0: float, y0: float, x1: float, y1: float, model: Any, *,
+                   replace: int | None = None) -> PromptResult:
+        """Segment the body inside a box with the model's crop segmenter, as one undoable step.
+
+        Parameters
+        ----------
+        x0, y0, x1, y1 : float
+            The box in image pixels (any corner order).
+        model : str, PathLike or object
+            A shipped model's name, a run folder, a cascade or a crop segmenter
+            (:func:`cervkit.editor.prompts.crop_segmenter`; loaded once and kept).
+        replace : int, optional
+            Redraw this body; default the body the box mostly covers, else a new body.
+
+        Returns
+        -------
+        cervkit.editor.prompts.PromptResult
+            The edit; ``label`` 0 (and no step) when nothing was found in the box.
+        """
+        segmenter = self._prompt_segmenter(model)
+        result = box_prompt_labels(self.image, self.labels, (x0, y0, x1, y1), segmenter, replace=replace)
+        if result.label:
+            self._commit(result.labels, tools.changed_bbox(self.labels, result.labels),
+                         "box prompt" if not result.replaced else "box prompt (redraw)", active_after=result.label)
+        return result
+
+    def refine_body(self, label: int, model: Any, *, margin: float = 0.15) -> PromptResult:
+        """Re-segment one body from its box grown by ``margin`` (a body cut too tight is fixed in one click).
+
+        Parameters
+        ----------
+        label : int
+            The body to redraw.
+        model : str, PathLike or object
+            As in :meth:`box_prompt`.
+        margin : float
+            Fraction of the body's size added on every side.
+
+        Returns
+        -------
+        cervkit.editor.prompts.PromptResult
+        """
+        return self.box_prompt(*grown_box(self.labels, label, margin), model, replace=int(label))
+
+    def body_at(self, x: float, y: float) -> int:
+        """The body under an image point (0 for background).
+
+        Parameters
+        ----------
+        x, y : float
+            Image pixel coordinates (column, row).
+
+        Returns
+        -------
+        int
+        """
+        row, col = int(np.clip(y, 0, self.shape[0] - 1)), int(np.clip(x, 0, self.shape[1] - 1))
+        return int(self.labels[row, col])
+
+    def _prompt_segmenter(self, model: Any) -> Any:
+        key = model if isinstance(model, (str, PathLike)) else id(model)
+        if key not in self._prompt_models:
+            self._prompt_models[key] = crop_segmenter(model)
+        return self._prompt_models[key]
 
     def undo(self) -> tools.BBox | None:
         """Revert the last step; return its changed rectangle (None if nothing to undo).
