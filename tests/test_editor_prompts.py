@@ -121,3 +121,48 @@ def test_the_segmenter_is_loaded_once_and_baselines_are_refused() -> None:
 
     with pytest.raises(CervkitInputError, match="no crop segmenter"):
         crop_segmenter(WholeImage())
+
+
+def test_auto_segment_never_wipes_manual_edits_without_an_undo_step() -> None:
+    from cervkit.editor.widget import MaskEditor
+
+    truth = _truth()
+    mine = np.zeros(truth.shape, np.uint8)
+    mine[8:34, 12:48] = 1  # the user's own, larger outline of the top body
+
+    class Predictor:
+        @staticmethod
+        def predict(image):
+            return truth
+
+    editor = MaskEditor(np.zeros(truth.shape, np.float32), mine)
+    editor.auto_segment(Predictor(), mode="merge")  # the user's pixels stay; new bodies only where it was empty
+    assert (editor.labels[mine == 1] == 1).all()
+    assert sorted(np.unique(editor.labels)) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(editor.labels[truth == 3] > 0, True)
+    editor.auto_segment(Predictor())  # replace: one step, and undo brings the user's map back
+    np.testing.assert_array_equal(editor.labels, truth)
+    editor.undo()
+    assert (editor.labels[mine == 1] == 1).all() and editor.labels.max() == 3
+    with pytest.raises(CervkitInputError, match="mode"):
+        editor.auto_segment(Predictor(), mode="wipe")
+
+
+def test_box_key_and_auto_key() -> None:
+    from cervkit.editor.widget import MaskEditor
+
+    truth = _truth()
+    editor = MaskEditor(np.zeros(truth.shape, np.float32), np.zeros_like(truth))
+
+    class Predictor:
+        segmenter = TruthSegmenter(truth)
+
+        @staticmethod
+        def predict(image):
+            return truth
+
+    editor.run = Predictor()
+    assert editor.press("x") == "box" and editor.state.tool == "box"
+    assert editor.press("a") == "auto"
+    np.testing.assert_array_equal(editor.labels, truth)
+    assert editor.box_prompt(14, 39, 46, 63) == 2, "a box over body 2 redraws body 2"

@@ -279,10 +279,32 @@ def test_front_end_is_shipped_and_speaks_the_protocol() -> None:
     assert re.search(r'"cervkit\.editor"\s*=\s*\[[^\]]*"\*\.js"[^\]]*"\*\.css"', (REPO / "pyproject.toml").read_text())
     assert not re.search(r"https?://", js)  # nothing fetched from a CDN
     sent = set(re.findall(r'send\(\{\s*type: "(\w+)"', js))
-    assert {"stroke", "polygon", "flood", "key", "undo", "redo", "add", "delete", "clean", "sync"} <= sent
+    assert {"stroke", "polygon", "flood", "key", "undo", "redo", "add", "delete", "clean", "sync", "box", "refine",
+            "auto"} <= sent
+
+    class StandIn:  # a model for auto-segment and box prompts
+        class segmenter:  # noqa: N801
+            @staticmethod
+            def predict_crops(image, boxes):
+                from cervkit.inference.segmenter import CropPrediction
+
+                return [CropPrediction((int(b[0]), int(b[1]), int(b[2]), int(b[3])),
+                                       np.ones((int(b[3]) - int(b[1]), int(b[2]) - int(b[0])), np.float32))
+                        for b in boxes]
+
+        @staticmethod
+        def predict(image):
+            out = np.zeros(image.shape, np.uint8)
+            out[2:8, 2:8] = 1
+            return out
+
+    editor.run = StandIn()
     for kind in sent:  # every message the view sends is understood by the kernel
         message = {"stroke": STROKE, "polygon": MESSAGES[2][0], "flood": {"type": "flood", "x": 1, "y": 1},
-                   "key": {"type": "key", "key": "b"}, "clean": {"type": "clean", "op": "smooth"}}.get(kind, {"type": kind})
+                   "key": {"type": "key", "key": "b"}, "clean": {"type": "clean", "op": "smooth"},
+                   "box": {"type": "box", "x0": 8, "y0": 8, "x1": 15, "y1": 15},
+                   "refine": {"type": "refine", "x": 4, "y": 4},
+                   "auto": {"type": "auto", "mode": "merge"}}.get(kind, {"type": kind})
         editor.handle_message(message)
     synced = {name for name in editor.keys}
     for name in re.findall(r'model\.get\("(\w+)"\)', js):

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["BRUSH_SIZES", "KERNEL_ACTIONS", "SHORTCUTS", "TOOLS", "VIEW_ACTIONS", "normalize_key",
            "resize_brush"]
 
-TOOLS = ("brush", "eraser", "polygon", "fill", "pan")
+TOOLS = ("brush", "eraser", "polygon", "fill", "box", "pan")
 
 SHORTCUTS: dict[str, str] = {
     "z": "undo",
@@ -19,7 +19,9 @@ SHORTCUTS: dict[str, str] = {
     "e": "eraser",
     "p": "polygon",
     "g": "fill",
+    "x": "box",
     "h": "pan",
+    "a": "auto",
     "[": "smaller",
     "]": "larger",
     "f": "fit",
@@ -27,7 +29,7 @@ SHORTCUTS: dict[str, str] = {
 }
 """Key → action. ``"1"``..``"9"`` select that vertebra (label) as the active one."""
 
-VIEW_ACTIONS = frozenset({"fit"})
+VIEW_ACTIONS = frozenset({"fit", "auto"})
 """Actions only the view performs (the kernel returns the name and changes nothing)."""
 
 KERNEL_ACTIONS = frozenset(SHORTCUTS.values()) - VIEW_ACTIONS

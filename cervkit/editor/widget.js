@@ -4,8 +4,8 @@
 // View transform: screen (CSS px from the canvas' top-left) = offset + zoom * image (pixel-edge coords).
 
 const TOOLS = [["brush", "Brush (b)"], ["eraser", "Eraser (e)"], ["polygon", "Polygon (p)"],
-  ["fill", "Fill (g)"], ["pan", "Pan (h)"]];
-const KERNEL_KEYS = new Set(["z", "y", "b", "e", "p", "g", "h", "[", "]", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+  ["fill", "Fill (g)"], ["box", "Box prompt: drag a box around a body, the model segments it (x)"], ["pan", "Pan (h)"]];
+const KERNEL_KEYS = new Set(["z", "y", "b", "e", "p", "g", "x", "h", "[", "]", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -74,6 +74,9 @@ function render({ model, el: host }) {
   const select = el("select", { title: "Active vertebra (1-9)", className: "ck-label" });
   select.onchange = () => setModel("active_label", +select.value);
   const btn = (text, title, fn, cls = "") => { const b = el("button", { textContent: text, title, className: cls }); b.onclick = fn; return b; };
+  const autoMode = el("select", { title: "Auto-segment: replace the map (undo brings your edits back) or fill only empty regions", className: "ck-auto-mode" },
+    [el("option", { value: "replace", textContent: "replace" }), el("option", { value: "merge", textContent: "merge into empty" })]);
+  const autoBtn = btn("auto-segment", "Auto-segment with the model (a)", () => send({ type: "auto", mode: autoMode.value }), "ck-auto");
   const undoBtn = btn("↶ undo", "Undo (z)", () => send({ type: "undo" }), "ck-undo");
   const redoBtn = btn("↷ redo", "Redo (y)", () => send({ type: "redo" }), "ck-redo");
   const opacity = el("input", { type: "range", min: 0, max: 1, step: 0.05, title: "Label opacity", className: "ck-opacity" });
@@ -93,6 +96,7 @@ function render({ model, el: host }) {
       btn("+", "Add a vertebra (next free label)", () => send({ type: "add" }), "ck-add"),
       btn("−", "Delete the active vertebra", () => send({ type: "delete" }), "ck-delete")]),
     el("span", { className: "ck-group" }, [undoBtn, redoBtn]),
+    el("span", { className: "ck-group" }, [autoBtn, autoMode]),
   ]);
   const row2 = el("div", { className: "ck-toolbar" }, [
     el("span", { className: "ck-group" }, [
@@ -199,6 +203,12 @@ function render({ model, el: host }) {
       if (hover) { const [sx, sy] = toScreen(hover); ctx.lineTo(sx, sy); }
       ctx.stroke();
     }
+    if (drag && drag.kind === "box") {
+      const [ax, ay] = toScreen(drag.start), [bx, by] = toScreen(drag.end);
+      ctx.strokeStyle = "rgba(255,255,0,0.9)"; ctx.lineWidth = 1.5; ctx.setLineDash([5, 3]);
+      ctx.strokeRect(Math.min(ax, bx), Math.min(ay, by), Math.abs(bx - ax), Math.abs(by - ay));
+      ctx.setLineDash([]);
+    }
     const tool = model.get("tool");
     if (hover && (tool === "brush" || tool === "eraser")) {
       const [sx, sy] = toScreen(hover);
@@ -244,6 +254,11 @@ function render({ model, el: host }) {
       drag = { kind: "pan", x: e.clientX, y: e.clientY, ox: view.ox, oy: view.oy };
     } else if (e.button !== 0) {
       return;
+    } else if (e.shiftKey && tool !== "polygon") {  // shift+click in a body: re-segment it from a grown box
+      if (p[0] >= 0 && p[1] >= 0 && p[0] < W && p[1] < H) send({ type: "refine", x: p[0], y: p[1] }, e.timeStamp);
+      return;
+    } else if (tool === "box") {
+      drag = { kind: "box", start: p, end: p };
     } else if (tool === "brush" || tool === "eraser") {
       drag = { kind: "stroke", erase: tool === "eraser", points: [p] };
     } else if (tool === "polygon") {
@@ -262,6 +277,7 @@ function render({ model, el: host }) {
       draw();
       return;
     }
+    if (drag && drag.kind === "box") drag.end = hover;
     if (drag && drag.kind === "stroke") {
       const last = drag.points[drag.points.length - 1];
       if (last[0] !== hover[0] || last[1] !== hover[1]) drag.points.push(hover);
@@ -272,6 +288,12 @@ function render({ model, el: host }) {
     if (!drag) return;
     const done = drag;
     drag = null;
+    if (done.kind === "box") {
+      const [x0, y0] = done.start, [x1, y1] = toImage(e);
+      const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+      root.dataset.lastBox = JSON.stringify(box);
+      if (box[2] - box[0] >= 2 && box[3] - box[1] >= 2) send({ type: "box", x0: box[0], y0: box[1], x1: box[2], y1: box[3] }, e.timeStamp);
+    }
     if (done.kind === "stroke") {
       send({ type: "stroke", points: done.points, erase: done.erase,
         label: model.get("active_label"), radius: model.get("brush_radius") }, e.timeStamp);
@@ -307,6 +329,7 @@ function render({ model, el: host }) {
     if (key === "Enter" && polygon.length) closePolygon();
     else if (key === "Escape") { polygon = []; drawOverlay(); }
     else if (key.toLowerCase() === "f" && !e.ctrlKey && !e.metaKey) fit();
+    else if (key.toLowerCase() === "a" && !e.ctrlKey && !e.metaKey) send({ type: "auto", mode: autoMode.value }, e.timeStamp);
     else if (KERNEL_KEYS.has(key.toLowerCase())) {
       if (e.shiftKey && key.toLowerCase() === "z") key = "shift+z";
       if (e.ctrlKey || e.metaKey) key = "ctrl+" + key;

@@ -140,6 +140,7 @@ class MaskEditor(anywidget.AnyWidget):
                                        autosave_path=self._autosave_path,
                                        overwrite_autosave=self._overwrite_autosave)
         self._overwrite_autosave = True  # later loads replace our own autosave
+        self._modality = getattr(image, "meta", {}).get("modality") if hasattr(image, "meta") else None
         state.add_listener(self._on_state_change)
         self.state = state
         with self.hold_sync():
@@ -282,6 +283,8 @@ class MaskEditor(anywidget.AnyWidget):
             state.flood(float(content["x"]), float(content["y"]))
         elif kind == "key":
             action = state.handle_key(str(content["key"]))
+            if action == "auto":  # key a: the view's Auto-segment button
+                self.auto_segment()
         elif kind == "undo":
             state.undo()
         elif kind == "redo":
@@ -294,6 +297,14 @@ class MaskEditor(anywidget.AnyWidget):
             state.clean(str(content["op"]), content.get("label"))
         elif kind == "select":
             state.active_label = min(max(int(content["label"]), 1), 255)
+        elif kind == "box":
+            self.box_prompt(float(content["x0"]), float(content["y0"]), float(content["x1"]), float(content["y1"]))
+        elif kind == "refine":
+            label = state.body_at(float(content["x"]), float(content["y"]))
+            if label:
+                state.refine_body(label, self._model())
+        elif kind == "auto":
+            self.auto_segment(mode=str(content.get("mode", "replace")))
         elif kind == "sync":
             if self.labels_version != state.version:
                 self._send_full()
@@ -408,32 +419,74 @@ class MaskEditor(anywidget.AnyWidget):
         self.state.set_labels(labels, reason)
         self._sync_traits(reason)
 
-    def auto_segment(self, run: Any = None) -> np.ndarray:
+    def _model(self) -> Any:
+        """The model for Auto-segment and box prompts: the ``run`` given, else the shipped model for the image."""
+        if self.run is None:
+            from cervkit.api import MODEL_FOR_MODALITY
+
+            modality = str(getattr(self, "_modality", "") or "").upper()
+            self.run = MODEL_FOR_MODALITY.get(modality, "mri")
+        return self.run
+
+    def box_prompt(self, x0: float, y0: float, x1: float, y1: float, model: Any = None) -> int:
+        """Segment the body inside a box with the model's crop segmenter (the ``box`` tool, key ``x``).
+
+        Parameters
+        ----------
+        x0, y0, x1, y1 : float
+            The box in image pixels.
+        model : str, PathLike or object, optional
+            A shipped model's name, a run folder or a cascade; default the editor's model.
+
+        Returns
+        -------
+        int
+            The body drawn (0 when nothing was found in the box).
+        """
+        if model is not None:
+            self.run = model
+        return self.state.box_prompt(x0, y0, x1, y1, self._model()).label
+
+    def auto_segment(self, run: Any = None, *, mode: str = "replace") -> np.ndarray:
         """Segment the image with a model and make the result one undoable step.
 
         Parameters
         ----------
         run : str, PathLike or predictor, optional
-            A run folder (:func:`cervkit.inference.registry.load_predictor`) or any object with
-            ``predict(image)`` returning something with ``.labels`` (or a label
-            array); default the ``run`` given to the constructor.
+            A shipped model's name, a run folder (:func:`cervkit.inference.registry.load_predictor`) or any
+            object with ``predict(image)`` returning something with ``.labels`` (or a label array); default
+            the ``run`` given to the constructor, else the shipped model for the image's modality (``mri``
+            unless the image says X-ray).
+        mode : {"replace", "merge"}
+            ``replace``: the prediction becomes the map (one undoable step, so the user's edits come back with
+            undo); ``merge``: the user's pixels stay and predicted bodies fill only empty regions (a predicted
+            body mostly on the user's bodies is left out).
 
         Returns
         -------
         numpy.ndarray
             The predicted label map (now the current map).
         """
-        run = self.run if run is None else run
-        if run is None:
-            raise CervkitInputError("auto_segment needs a run folder or a predictor (run=...)")
+        run = self._model() if run is None else run
+        if mode not in ("replace", "merge"):
+            raise CervkitInputError(f"auto-segment mode must be 'replace' or 'merge', not {mode!r}")
         if isinstance(run, (str, PathLike)):
             from cervkit.inference.registry import load_predictor
 
             run = load_predictor(run)
         self.run = run
         result = run.predict(self.state.image)
-        labels = np.asarray(getattr(result, "labels", result))
-        self.set_labels(labels, "auto-segment")
+        labels = np.asarray(getattr(result, "labels", result)).astype(np.uint8)
+        if mode == "merge":  # keep every pixel the user drew; new bodies only where the map is empty
+            current = self.labels
+            free = [k for k in range(1, 256) if k not in set(np.unique(current))]
+            merged = current.copy()
+            for k in [int(v) for v in np.unique(labels) if v]:
+                body = (labels == k) & (current == 0)
+                if body.any() and not (current[labels == k] > 0).mean() > 0.5 and free:
+                    merged[body] = free.pop(0)
+            labels = merged
+        self.set_labels(labels, "auto-segment" if mode == "replace" else "auto-segment (merged into empty regions)")
         return self.labels
 
     # ----------------------------------------------------------------- export
