@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["MODEL_FOR_MODALITY", "MaskEditor", "choose_model", "load_model", "measure", "read_image", "read_mask",
            "segment"]
 
-MODEL_FOR_MODALITY = {"MR": "mri", "MRI": "mri", "CR": "xray", "DX": "xray", "DR": "xray", "XR": "xray",
-                      "RG": "xray", "RF": "xray"}
-"""DICOM Modality (or manifest modality) → the shipped model for it."""
+from cervkit.zoo.store import MODEL_FOR_MODALITY  # noqa: E402  (light: no torch)
 
 
 def read_image(path: str | PathLike[str], *, slice_index: int | None = None) -> Image:

@@ -422,7 +422,7 @@ class MaskEditor(anywidget.AnyWidget):
     def _model(self) -> Any:
         """The model for Auto-segment and box prompts: the ``run`` given, else the shipped model for the image."""
         if self.run is None:
-            from cervkit.api import MODEL_FOR_MODALITY
+            from cervkit.zoo.store import MODEL_FOR_MODALITY
 
             modality = str(getattr(self, "_modality", "") or "").upper()
             self.run = MODEL_FOR_MODALITY.get(modality, "mri")

@@ -115,6 +115,17 @@ def collect_inputs(inputs: Sequence[str | PathLike[str]]) -> list[Path]:
     return [path for path, _ in iter_inputs(inputs)]
 
 
+def _run_record(run: str | PathLike[str]) -> str:
+    """How ``queue.csv`` names the model: a run folder's absolute path, a shipped model by its name."""
+    from cervkit.zoo.store import resolve_model
+
+    try:
+        resolved = resolve_model(run)
+    except CervkitInputError:
+        return os.path.abspath(run)
+    return resolved.name if resolved.kind == "zoo" else os.path.abspath(run)
+
+
 def run_modality(run: str | PathLike[str] | None) -> str | None:
     """The one modality a run was trained on (from its ``run.json`` split summary), else None.
 
@@ -307,5 +318,5 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
             with RowWriter(tmp, fresh=True) as compact:
                 for record in table.to_dict("records"):
                     compact.write({k: (None if pd.isna(v) else v) for k, v in record.items()})
-    write_queue(table, out, run=None if run is None else os.path.abspath(run))
+    write_queue(table, out, run=None if run is None else _run_record(run))
     return table

@@ -21,8 +21,12 @@ from typing import Any
 from cervkit.core.errors import CervkitInputError
 from cervkit.core.files import sha256_file
 
-__all__ = ["ZOO_DIR", "ResolvedModel", "available", "card", "check", "model_folder", "resolve_model",
+__all__ = ["MODEL_FOR_MODALITY", "ZOO_DIR", "ResolvedModel", "available", "card", "check", "model_folder", "resolve_model",
            "verify"]
+
+MODEL_FOR_MODALITY = {"MR": "mri", "MRI": "mri", "CR": "xray", "DX": "xray", "DR": "xray", "XR": "xray",
+                      "RG": "xray", "RF": "xray"}
+"""DICOM Modality (or manifest modality) → the shipped model for it."""
 
 ZOO_DIR = Path(__file__).resolve().parent
 """The folder holding the shipped models and their cards."""

@@ -328,3 +328,65 @@ def test_tools_zoom_and_latency_1024(lab_server: dict, open_notebook, tmp_path: 
     print("editor latency (ms):", {k: v for k, v in report.items() if not k.endswith("s_ms")})
     assert report["stroke_median_ms"] <= STROKE_TARGET_MS, report
     assert report["undo_median_ms"] <= UNDO_TARGET_MS, report
+
+
+# ------------------------------------------------------------------------------ box prompt, 1024²
+BOX_TARGET_MS = 150.0  # mouse-up → the box prompt's body drawn, median
+BOX_SETUP = f"""\
+import numpy as np
+from cervkit.data.synth.phantom import make_phantom
+from cervkit.editor.widget import MaskEditor
+ph = make_phantom("mri", seed=3, size=({SIZE}, {SIZE}))
+missed = int(ph.labels.max()) // 2
+labels = np.where(ph.labels == missed, 0, ph.labels).astype(np.uint8)
+editor = MaskEditor(ph.image, labels, autosave_path="autosave_box.png", run="mri", height=512)
+if editor.box_prompt(0, 0, 96, 96):  # load the model before the timing
+    editor.undo()
+editor"""
+
+
+def test_box_prompt_in_the_browser_matches_the_headless_state(lab_server: dict, open_notebook,
+                                                               tmp_path: Path) -> None:
+    """A box dragged with the mouse (tool x) gives the body EditorState.box_prompt gives for its coordinates."""
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.editor.state import EditorState
+    from cervkit.evaluation.metrics import dice
+
+    root = Path(lab_server["root"])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(BOX_SETUP)]
+    nbformat.write(nb, root / "editor_box.ipynb")
+    ed = open_notebook("editor_box.ipynb")
+    ed.run_all(timeout_s=180)
+    ed.wait_editor()
+    autosave = root / "autosave_box.png"
+    ph = make_phantom("mri", seed=3, size=(SIZE, SIZE))
+    missed = int(ph.labels.max()) // 2
+    before = np.where(ph.labels == missed, 0, ph.labels).astype(np.uint8)
+    rows, cols = np.nonzero(ph.labels == missed)
+    box = (cols.min() - 3.0, rows.min() - 3.0, cols.max() + 4.0, rows.max() + 4.0)  # a few pixels off
+    ed.key("x")
+    ed.wait_data("tool", "box")
+    times, state = [], EditorState(ph.image, before)
+    for rep in range(3):
+        version = int(ed.data()["version"])
+        ed.drag(box[:2], box[2:])
+        ed.wait_version(version + 1)
+        times.append(_latency(ed, version + 1)[0])
+        got = wait_autosave(autosave, version + 1)
+        sent = json.loads(ed.data()["lastBox"])
+        if rep == 0:
+            result = state.box_prompt(*sent, "mri")
+            agree = float((got == result.labels).mean())
+            assert agree >= 0.9999, f"browser and headless differ on {int((got != result.labels).sum())} pixels"
+            assert dice(got == result.label, ph.labels == missed) >= 0.9, "the missed body is back"
+            np.testing.assert_array_equal(got[before > 0], before[before > 0])  # the other bodies unchanged
+            ed.screenshot(tmp_path / "editor_box_prompt.png")
+            _keep(tmp_path / "editor_box_prompt.png", "editor_box_prompt.png")
+        ed.key("z")
+        ed.wait_version(version + 2)
+    report = {"box_prompt_ms": times, "box_prompt_median_ms": statistics.median(times)}
+    (SHOTS / "box_latency.json").write_text(json.dumps(report, indent=1))
+    print("box prompt latency (ms):", report)
+    assert report["box_prompt_median_ms"] <= BOX_TARGET_MS, report
