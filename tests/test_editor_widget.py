@@ -217,8 +217,11 @@ def test_auto_segment_is_one_undo_step(pair) -> None:
     editor.undo()
     np.testing.assert_array_equal(editor.labels, before)
     assert not editor.can_undo
-    with pytest.raises(CervkitInputError):
-        MaskEditor(_scene()[0]).auto_segment()
+    plain = MaskEditor(_scene()[0])  # no run given: the shipped model for the image (mri unless it says X-ray)
+    plain.auto_segment()
+    assert plain.run.model_source.name == "mri" and plain.can_undo == bool(plain.labels.any())
+    with pytest.raises(CervkitInputError, match="not a run folder"):
+        MaskEditor(_scene()[0], run="no_such_model").auto_segment()
 
 
 def test_run_at_construction_and_plain_array_predictor() -> None:

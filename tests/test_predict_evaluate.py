@@ -135,4 +135,4 @@ def test_evaluate_without_split_uses_every_row(tmp_path: Path) -> None:
 def test_cli_predict_rejects_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "cervkit", "predict", "--model", str(tmp_path), "--out",
                            str(tmp_path / "o"), str(tmp_path)], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2 and "not a cervkit run folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr and "Traceback" not in proc.stderr
