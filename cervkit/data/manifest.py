@@ -97,8 +97,18 @@ def load_manifest(path: str | PathLike[str], *, validate: bool = True, check_fil
     return manifest
 
 
-def _same_split(a: Manifest, b: Manifest) -> bool:
-    """True when both list the same images (resolved) with the same split."""
+def same_split(a: Manifest, b: Manifest) -> bool:
+    """True when both list the same images (resolved) with the same split.
+
+    Parameters
+    ----------
+    a, b : Manifest
+        ``a`` with a ``split`` column; ``b`` may lack one (then False).
+
+    Returns
+    -------
+    bool
+    """
     def pairs(m: Manifest) -> list[tuple[str, str]]:
         return sorted((str(m.image_path(i)), str(m.df["split"].iloc[i])) for i in range(len(m)))
     return "split" in b.df.columns and pairs(a) == pairs(b)
@@ -178,7 +188,7 @@ def ensure_split(manifest_path: str | PathLike[str], out_path: str | PathLike[st
     target = Path(out_path) if out_path is not None else default_split_path(src)
     if target.exists() and not overwrite:
         existing = load_manifest(target)
-        if _same_split(split, existing):
+        if same_split(split, existing):
             return existing
         raise ManifestError([f"{target} exists and holds another split than seed={seed}, "
                              f"ratios={tuple(ratios)} gives; pass overwrite=True to replace it "
@@ -191,6 +201,6 @@ def ensure_split(manifest_path: str | PathLike[str], out_path: str | PathLike[st
         raise CervkitInputError(f"cannot write the split manifest ({exc}); pass out_path= "
                                 "a file in a writable folder", target) from exc
     written = load_manifest(target)
-    if not _same_split(split, written):  # a bug, not a user error: the file must read back unchanged
+    if not same_split(split, written):  # a bug, not a user error: the file must read back unchanged
         raise ManifestError([f"{target} did not read back with the split just written"], target)
     return written

@@ -17,25 +17,8 @@ from typing import Any
 from cervkit.data.table import Manifest
 from cervkit.runs.folder import RUN_FILE, assemble_run, read_run_info
 
-__all__ = ["ensure_run", "run_matches", "same_split"]
+__all__ = ["ensure_run", "run_matches", "train_cascade_by_stage"]
 
-
-def same_split(a: Manifest, b: Manifest) -> bool:
-    """Whether two manifests list the same images with the same split labels.
-
-    Parameters
-    ----------
-    a, b : Manifest
-        Manifests with a ``split`` column.
-
-    Returns
-    -------
-    bool
-    """
-    def pairs(m: Manifest) -> list[tuple[str, str]]:
-        return sorted((str(m.image_path(i)), str(m.df["split"].iloc[i])) for i in range(len(m)))
-
-    return pairs(a) == pairs(b)
 
 
 def run_matches(run: str | PathLike[str], split: Manifest, *, quick: bool) -> bool:
@@ -55,7 +38,7 @@ def run_matches(run: str | PathLike[str], split: Manifest, *, quick: bool) -> bo
     bool
         False for a missing, unfinished or differently trained run.
     """
-    from cervkit.data.manifest import load_manifest
+    from cervkit.data.manifest import load_manifest, same_split
 
     folder = Path(run)
     if not (folder / RUN_FILE).is_file() or read_run_info(folder).get("status") != "done":
