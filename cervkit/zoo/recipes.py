@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -252,10 +252,3 @@ def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[s
     """
     return score_sources(name, test_manifest(name, work_dir=work_dir), device=device)
 
-
-def _check_sizes(paths: Sequence[Path], limit_mib: float = 40.0) -> float:
-    """Total size of the shipped files in MiB (raises when over the budget)."""
-    total = sum(p.stat().st_size for p in paths) / 2**20
-    if total > limit_mib:
-        raise CervkitInputError(f"shipped models take {total:.1f} MiB, over the {limit_mib:.0f} MiB budget")
-    return total
