@@ -101,6 +101,12 @@ def test_bodies_outside_the_annotated_levels_are_not_scored() -> None:
     stray = pred.copy()
     stray[31:39, 0:5] = 9  # a false body between annotated levels stays a false positive
     assert 9 in np.unique(drop_unannotated(stray, gt))
+    touching = pred.copy()
+    touching[49:60, 10:13] = 4  # a tilted S1 whose corner touches the last annotated body (3 pixels)
+    assert 4 not in np.unique(drop_unannotated(touching, gt))
+    big = pred.copy()
+    big[45:60, 10:30] = 4  # a third of it inside the annotated body: a real over-segmentation, kept
+    assert 4 in np.unique(drop_unannotated(big, gt))
 
 
 def test_train_takes_several_sources(two_sources: tuple[Path, Path], tmp_path: Path,

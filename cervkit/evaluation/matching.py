@@ -307,18 +307,21 @@ def _best_iou(match: MatchResult, gt_label: int) -> float:
     return float(match.iou_matrix[row].max()) if match.n_pred else 0.0
 
 
-def drop_unannotated(pred_labels: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
+def drop_unannotated(pred_labels: np.ndarray, gt_labels: np.ndarray, *, max_overlap: float = 0.1) -> np.ndarray:
     """Remove predicted bodies that lie outside the annotated levels: the protocol left them unannotated.
 
     A source that annotates L1–L5 shows T12 and S1 without labels; a model that finds them is right, and
-    they are no false positives. A predicted body is dropped when it overlaps no annotated pixel *and* its
-    centroid row lies above the first or below the last annotated row. A stray body between annotated
+    they are no false positives. A predicted body is dropped when at most ``max_overlap`` of its pixels
+    are annotated (a neighbour's endplate may touch it: the sacrum tilts under L5) *and* its centroid row
+    lies beyond the centroid of the first or the last annotated body. A stray body between annotated
     levels is kept (a real false positive).
 
     Parameters
     ----------
     pred_labels, gt_labels : numpy.ndarray
         Label maps of one image, the same shape.
+    max_overlap : float, optional
+        Largest fraction of a dropped body's pixels that may be annotated.
 
     Returns
     -------
@@ -326,18 +329,21 @@ def drop_unannotated(pred_labels: np.ndarray, gt_labels: np.ndarray) -> np.ndarr
         ``pred_labels`` without those bodies (a copy; labels not renumbered).
     """
     check_pair(pred_labels, gt_labels)
-    rows = np.flatnonzero((np.asarray(gt_labels) > 0).any(axis=1))
+    gt = np.asarray(gt_labels)
     out = np.array(pred_labels, copy=True)
-    if rows.size == 0:
+    levels = [k for k in np.unique(gt) if k != 0]
+    if not levels:
         return out
-    top, bottom = int(rows[0]), int(rows[-1])
-    annotated = np.asarray(gt_labels) > 0
+    centres = [float(np.flatnonzero((gt == k).any(axis=1)).mean()) for k in levels]
+    top, bottom = min(centres), max(centres)
+    annotated = gt > 0
     for k in np.unique(out):
         if k == 0:
             continue
         body = out == k
         centre = float(np.flatnonzero(body.any(axis=1)).mean())
-        if not (body & annotated).any() and (centre < top or centre > bottom):
+        overlap = float((body & annotated).sum()) / float(body.sum())
+        if overlap <= max_overlap and (centre < top or centre > bottom):
             out[body] = 0
     return out
 
