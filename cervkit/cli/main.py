@@ -141,6 +141,19 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
             print(f"  {source}: Dice/image {m['dice_image']:.3f}, Dice/vertebra {m['dice_vertebra']:.3f}, "
                   f"found {m['found']:.3f} ({m['images']} test images)")
         return 0
+    if args.zoo_command == "score":
+        from cervkit.zoo.recipes import rescore
+
+        card = store.card(args.name)
+        metrics = rescore(args.name, device=args.device, write=args.write)
+        for source, m in metrics.items():
+            old = card["metrics"].get(source, {})
+            print(f"  {source}: Dice/image {m['dice_image']:.3f} (card {old.get('dice_image', float('nan')):.3f}), "
+                  f"Dice/vertebra {m['dice_vertebra']:.3f} (card {old.get('dice_vertebra', float('nan')):.3f}), "
+                  f"found {m['found']:.3f}, {m['seconds_median']:.3f} s/image ({m['images']} test images)")
+        print(f"card {'updated' if args.write else 'unchanged (add --write to record these numbers)'}: "
+              f"{store.ZOO_DIR / (args.name + '.md')}")
+        return 0
     names = [args.name] if getattr(args, "name", None) else store.available()
     if args.zoo_command == "list":
         if not names:
@@ -315,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_cmd_zoo)
     q = zoo.add_parser("check", help="verify every shipped file against the sha256 on its card")
     q.add_argument("name", nargs="?")
+    q.set_defaults(handler=_cmd_zoo)
+    q = zoo.add_parser("score", help="score a shipped model again on its card's held-out test images")
+    q.add_argument("name", choices=["mri", "xray"])
+    q.add_argument("--write", action="store_true", help="record the numbers on the card (weights unchanged)")
+    q.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     q.set_defaults(handler=_cmd_zoo)
     q = zoo.add_parser("build", help="rebuild a shipped model from scratch with its recipe (writes cervkit/zoo/)")
     q.add_argument("name", choices=["mri", "xray"])

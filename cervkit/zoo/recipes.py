@@ -117,7 +117,10 @@ def _test_images(split: Any) -> dict[str, list[str]]:
 def _card_md(card: Mapping[str, Any]) -> str:
     lines = [f"# cervkit model `{card['name']}`", "", card["summary"], "",
              f"Built by `{card['recipe']['command']}` (seed {card['recipe']['seed']}) on "
-             f"{card['built']['date']} in {card['built']['minutes']} min ({card['built']['device']}).", "",
+             f"{card['built']['date']} in {card['built']['minutes']} min ({card['built']['device']})."
+             + (f" Scored again on {card['scored']['date']} by `{card['scored']['command']}` (cervkit "
+                f"{card['scored']['cervkit']}, {card['scored']['inference']}; same weights)." if "scored" in card else ""),
+             "",
              "## Held-out test patients, per source", "",
              "| source | images | bodies | Dice / image | Dice / vertebra | bodies found | HD95 | s / image |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -234,8 +237,8 @@ def build(name: str, *, zoo_dir: str | PathLike[str] | None = None, work_dir: st
     return card
 
 
-def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[str] | None = None
-            ) -> dict[str, dict[str, Any]]:
+def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[str] | None = None,
+            write: bool = False) -> dict[str, dict[str, Any]]:
     """Score a shipped model again on the test images its card lists (what CI compares with the card).
 
     Parameters
@@ -244,11 +247,36 @@ def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[s
     device : str, optional
     work_dir : str or PathLike, optional
         Where generated phantoms go (default ``outputs/zoo_check/<name>``).
-
+    write : bool
+        Put the new numbers on the card (``NAME.json`` and ``NAME.md``), with a ``scored`` record (date,
+        cervkit version, what changed: the inference, never the weights, whose sha256 is checked first).
     Returns
     -------
     dict
         As :func:`score_sources`.
-    """
-    return score_sources(name, test_manifest(name, work_dir=work_dir), device=device)
 
+    Raises
+    ------
+    CervkitInputError
+        ``write`` on a model whose files do not match its card.
+    """
+    from cervkit.core.version import __version__
+    from cervkit.zoo import store
+
+    zoo = store.ZOO_DIR
+    if write:
+        problems = store.check(name)
+        if problems:
+            raise CervkitInputError("its files do not match the card; rebuild it (zoo build): "
+                                    + "; ".join(problems), zoo / name)
+    metrics = score_sources(name, test_manifest(name, work_dir=work_dir), device=device)
+    if write:
+        card_file = zoo / f"{name}.json"
+        card = json.loads(card_file.read_text())
+        card["metrics"] = metrics
+        card["scored"] = {"date": time.strftime("%Y-%m-%d"), "cervkit": __version__,
+                          "inference": "segmenter with test-time left-right mirroring",
+                          "command": f"python -m cervkit zoo score {name} --write"}
+        card_file.write_text(json.dumps(card, indent=2) + "\n")
+        (zoo / f"{name}.md").write_text(_card_md(card))
+    return metrics
