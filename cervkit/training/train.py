@@ -270,7 +270,8 @@ def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out
         det_kwargs = _with_cap(det_kwargs, max_minutes, "detector", stages)
         seg_kwargs = _with_cap(seg_kwargs, max_minutes, "segmenter", stages)
         detector_data = split
-        if len(manifests) > 1:
+        partial_levels = "levels" in split.df.columns and det_kwargs.get("classes", "single") == "single"
+        if len(manifests) > 1 or partial_levels:  # a protocol that leaves visible levels unannotated
             from cervkit.data.sources import write_span_crops
 
             detector_data = write_span_crops(split, run / "detector_data")
