@@ -62,7 +62,13 @@ def _positions(stats: list[BodyStats], reasons: list[str]) -> list[int]:
     centres = np.array([body_centre(b) for b in stats])
     gaps = np.hypot(*np.diff(centres, axis=0).T)
     if n >= 3:
-        usual = float(np.median(gaps[gaps <= 1.4 * gaps.min()]))
+        # a body cut off by the image edge (small) has its centre pulled towards its neighbour: its gaps
+        # would set a "usual" spacing that makes every full gap look like a missing level
+        areas = np.array([b.area for b in stats])
+        full = areas >= _SMALL * float(np.median(areas))
+        pool = gaps[full[:-1] & full[1:]]
+        pool = pool if pool.size >= 2 else gaps
+        usual = float(np.median(pool[pool <= 1.4 * pool.min()]))
     else:
         usual = 1.3 * float(np.median([b.height for b in stats]))
     pos = [0]

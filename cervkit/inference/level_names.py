@@ -1,0 +1,197 @@
+"""Level names for predicted bodies, anchored on a landmark, and the predict-time protocol filter.
+
+The detector finds every vertebral body in view, however many; the names come from anatomy, not from the
+order in a training field of view. :func:`name_bodies` anchors on **C2**: the body with a dens (a narrow peg
+rising above it), or a top body clearly taller than the others, and counts outward from it, one level per
+body, a gap about twice the usual spacing counting as a missing level
+(:func:`cervkit.measurements.levels.assign_levels`). A count that does not fit C2…C7 (an extra T1 or C1, a
+body missing) is flagged ``unsure`` with the reasons, never shifted silently.
+
+Without a C2 landmark (a lumbar slice, or a cervical image whose top is cut off) the bodies stay unnamed,
+unless the caller states the protocol (``protocol=("L1", …, "L5")``); then the names follow the order from
+the top of the protocol and are flagged ``unsure``. (Naming lumbar levels from the sacrum is not done yet.)
+
+:func:`keep_levels` is ``predict --levels C2-C7``: only the bodies named inside the range are kept, so a
+T1 taken for C7 (the paper's error) cannot be kept as C7 when C2 anchors the count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cervkit.core.errors import CervkitInputError
+from cervkit.measurements.bodies import BodyStats, body_centre, body_stats
+from cervkit.measurements.levels import ANATOMICAL_LEVELS, CERVICAL_LEVELS, assign_from_stats
+
+__all__ = ["LevelNames", "keep_levels", "level_range", "name_bodies"]
+
+_TALLEST = 1.25  # as in measurements.levels: a top body this much taller than the others' median is C2
+_MISSING = 1.6   # centre gap / usual gap below C2 above which a level is missing in between
+_MISSING_C2 = 2.2  # the same for the C2-C3 gap, naturally longer (C2 is tall)
+_SMALL = 0.6     # area / median area below which a body is cut off (its centre is not a level's)
+
+
+def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], list[str]]:
+    """Names counted outward from the C2 body ``stats[c2]``: one level per body below it, more where a gap
+    is clearly too long; the body right above C2 is C1; bodies further up are left unnamed."""
+    reasons: list[str] = []
+    names = {stats[c2].label: "C2"}
+    if c2 > 0:
+        names[stats[c2 - 1].label] = "C1"
+        if c2 > 1:
+            reasons.append(f"{c2 - 1} body(ies) above C1 left unnamed")
+    below = stats[c2:]
+    if len(below) < 2:
+        return names, reasons
+    centres = np.array([body_centre(b) for b in below])
+    gaps = np.hypot(*np.diff(centres, axis=0).T)
+    areas = np.array([b.area for b in below[1:]])
+    full = areas >= _SMALL * float(np.median(areas))
+    pool = gaps[1:][full[:-1] & full[1:]]  # gaps between full bodies below C2
+    usual = float(np.median(pool)) if pool.size else 1.3 * float(np.median([b.height for b in below[1:]]))
+    index = ANATOMICAL_LEVELS.index("C2")
+    for i, gap in enumerate(gaps):
+        ratio = gap / usual if usual > 0 else 1.0
+        limit = _MISSING_C2 if i == 0 else _MISSING
+        missing = max(1, int(round(ratio - (0.4 if i == 0 else 0.0))) - 1) if ratio > limit else 0
+        if missing:
+            reasons.append(f"the gap below {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
+                           f"{missing} level(s) missing")
+        index += 1 + missing
+        if index >= len(ANATOMICAL_LEVELS):
+            reasons.append("bodies below S1 left unnamed")
+            break
+        names[below[i + 1].label] = ANATOMICAL_LEVELS[index]
+    return names, reasons
+
+
+@dataclass
+class LevelNames:
+    """The level names of one label map's bodies.
+
+    Attributes
+    ----------
+    names : dict of int to str
+        Label → level name; empty when no landmark anchors the count and no protocol was given.
+    anchor : str or None
+        What the count is anchored on (``"C2 dens"``, ``"C2 (tallest top body)"``, ``"protocol order"``), or None.
+    unsure : bool
+        True when something did not fit (see ``reasons``) or when there is no anatomical anchor.
+    reasons : list of str
+    """
+
+    names: dict[int, str] = field(default_factory=dict)
+    anchor: str | None = None
+    unsure: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+
+def level_range(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Parse a level range (``"C2-C7"``, ``"T11-L5"``) or a list of names into names top to bottom.
+
+    Parameters
+    ----------
+    text : str or sequence of str
+        ``"C2-C7"``, ``"C2,C3,C4"`` or a sequence of names.
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    CervkitInputError
+        An unknown name or a range that runs upwards.
+    """
+    if not isinstance(text, str):
+        items = [str(v).strip().upper() for v in text]
+    elif "-" in text:
+        first, _, last = (v.strip().upper() for v in text.partition("-"))
+        for name in (first, last):
+            if name not in ANATOMICAL_LEVELS:
+                raise CervkitInputError(f"unknown level {name!r} in {text!r} (known: C1…C7, T1…T12, L1…L5, S1)")
+        i, j = ANATOMICAL_LEVELS.index(first), ANATOMICAL_LEVELS.index(last)
+        if j < i:
+            raise CervkitInputError(f"level range {text!r} runs upwards; write it top to bottom, e.g. C2-C7")
+        return ANATOMICAL_LEVELS[i:j + 1]
+    else:
+        items = [v.strip().upper() for v in text.split(",") if v.strip()]
+    unknown = [v for v in items if v not in ANATOMICAL_LEVELS]
+    if unknown or not items:
+        raise CervkitInputError(f"unknown level name(s) {unknown or text!r} (known: C1…C7, T1…T12, L1…L5, S1)")
+    return tuple(items)
+
+
+def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None,
+                protocol: str | Sequence[str] | None = None) -> LevelNames:
+    """Name each body of a label map from an anatomical landmark (C2), else from a stated protocol.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (H, W) label map, one body per label.
+    spacing_mm : (float, float), optional
+        (row, col) pixel spacing.
+    protocol : str or sequence of str, optional
+        The levels the image should show (e.g. ``"C2-C7"``); used for the unsure flag when C2 anchors the
+        count, and for the names when nothing does.
+
+    Returns
+    -------
+    LevelNames
+    """
+    stats = body_stats(np.asarray(labels), spacing_mm)
+    if not stats:
+        return LevelNames({}, None, True, ["no vertebral body"])
+    expected = level_range(protocol) if protocol is not None else CERVICAL_LEVELS
+    anchor = None
+    if any(b.has_dens for b in stats):
+        anchor = "C2 dens"
+    elif len(stats) > 1 and stats[0].full_height >= _TALLEST * float(np.median([b.full_height for b in stats[1:]])):
+        anchor = "C2 (tallest top body)"
+    if anchor is not None:
+        dens = [i for i, b in enumerate(stats) if b.has_dens] or [0]
+        names, reasons = _count_from_c2(stats, dens[0])
+        if len(dens) > 1:
+            reasons.append(f"{len(dens)} bodies look like C2 (a dens); the top one is taken")
+        outside = [n for n in names.values() if n not in expected]
+        if outside:
+            reasons.append(f"bodies outside {expected[0]}-{expected[-1]}: {', '.join(outside)}")
+        absent = [n for n in expected if n not in names.values()]
+        if absent:
+            reasons.append(f"not found: {', '.join(absent)}")
+        return LevelNames(names, anchor, bool(reasons), reasons)
+    if protocol is None:
+        return LevelNames({}, None, True, ["no C2 landmark (dens) in view: bodies left unnamed; give the protocol "
+                                           "(e.g. levels='L1-L5') to name them in order"])
+    assignment = assign_from_stats(stats, expected=expected)
+    reasons = ["no C2 landmark: names follow the protocol's order from the top", *assignment.reasons]
+    return LevelNames(assignment.levels, "protocol order", True, reasons)
+
+
+def keep_levels(labels: np.ndarray, names: dict[int, str], wanted: str | Sequence[str]) -> np.ndarray:
+    """Keep only the bodies whose name is in ``wanted`` (``predict --levels``).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (H, W) label map.
+    names : dict of int to str
+        From :func:`name_bodies`; an unnamed body is dropped.
+    wanted : str or sequence of str
+        A range (``"C2-C7"``) or names.
+
+    Returns
+    -------
+    numpy.ndarray
+        A copy with the other bodies set to 0 (labels not renumbered).
+    """
+    keep = set(level_range(wanted))
+    out = np.array(labels, copy=True)
+    for k in np.unique(out):
+        if k and names.get(int(k)) not in keep:
+            out[out == k] = 0
+    return out

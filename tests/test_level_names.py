@@ -1,0 +1,52 @@
+"""Level names from a landmark: C2's dens anchors the count; no landmark, no names (unless a protocol is given);
+predict --levels keeps a named range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cervkit.core.errors import CervkitInputError
+from cervkit.inference.level_names import keep_levels, level_range, name_bodies
+
+
+def _phantom(seed: int = 3, **kwargs: object):
+    from cervkit.data.synth.phantom import make_phantom
+
+    return make_phantom("xray", seed=seed, size=(384, 384), **kwargs)
+
+
+def test_ranges_parse_top_to_bottom() -> None:
+    assert level_range("C2-C7") == ("C2", "C3", "C4", "C5", "C6", "C7")
+    assert level_range("t12-l2") == ("T12", "L1", "L2")
+    assert level_range("C7,T1") == ("C7", "T1") and level_range(["L5", "S1"]) == ("L5", "S1")
+    for bad in ("C7-C2", "C2-X9", "Q1"):
+        with pytest.raises(CervkitInputError):
+            level_range(bad)
+
+
+def test_the_dens_anchors_c2_and_extra_bodies_get_their_own_names() -> None:
+    ph = _phantom()
+    named = name_bodies(ph.labels, spacing_mm=ph.spacing_mm)
+    assert named.anchor == "C2 dens" and not named.unsure
+    assert [named.names[k] for k in sorted(named.names)] == ["C2", "C3", "C4", "C5", "C6", "C7"]
+    # a body below C7 (T1) is named T1 and flagged, never shifted into C7
+    rows, cols = np.nonzero(ph.labels == 6)
+    t1 = ph.labels.copy()
+    step = int(rows.max() - rows.min()) + 8
+    shifted = (np.clip(rows + step, 0, 383), cols)
+    t1[shifted] = 7
+    named = name_bodies(t1, spacing_mm=ph.spacing_mm)
+    assert named.names[7] == "T1" and named.names[6] == "C7" and named.unsure
+    assert np.unique(keep_levels(t1, named.names, "C2-C7")).tolist() == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_without_a_landmark_bodies_stay_unnamed_unless_the_protocol_is_given() -> None:
+    ph = _phantom()
+    no_c2 = np.where(ph.labels == 1, 0, ph.labels).astype(np.uint8)  # the top is cut off: C2 not in view
+    named = name_bodies(no_c2, spacing_mm=ph.spacing_mm)
+    assert named.names == {} and named.unsure and "no C2 landmark" in named.reasons[0]
+    assert np.unique(keep_levels(no_c2, named.names, "C2-C7")).tolist() == [0], "unnamed bodies are not kept"
+    stated = name_bodies(no_c2, spacing_mm=ph.spacing_mm, protocol="C3-C7")
+    assert stated.anchor == "protocol order" and stated.unsure
+    assert [stated.names[k] for k in sorted(stated.names)] == ["C3", "C4", "C5", "C6", "C7"]
