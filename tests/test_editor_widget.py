@@ -170,19 +170,26 @@ def test_trait_payloads_stay_small() -> None:
     assert len(json.dumps(editor.colors)) < 4000
 
 
-def test_export_writes_three_files_and_refuses_overwrite(pair, tmp_path: Path) -> None:
+def test_export_writes_four_files_and_refuses_overwrite(pair, tmp_path: Path) -> None:
+    from cervkit.export.label_table import read_label_table
     from cervkit.io.images import read_mask
 
     editor, _ = pair
     editor.apply_stroke([(70, 20)])
+    editor.state.level_names = {1: "C2"}
     paths = editor.export(tmp_path / "out", "case1")
-    assert sorted(p.name for p in paths.values()) == ["case1_mask.nii.gz", "case1_mask.png", "case1_overlay.png"]
+    assert sorted(p.name for p in paths.values()) == ["case1_labels.txt", "case1_mask.nii.gz", "case1_mask.png",
+                                                      "case1_overlay.png"]
     np.testing.assert_array_equal(read_mask(paths["labels"]), editor.labels)
+    present = [int(v) for v in np.unique(editor.labels) if v]
+    assert read_label_table(paths["label_table"]) == {k: "C2" if k == 1 else f"vertebra {k}" for k in present}
+    line = next(x for x in paths["label_table"].read_text().splitlines() if x.strip().startswith("1 "))
+    assert [int(v) for v in line.split()[1:4]] == editor.colors[0], "ITK-SNAP gets the editor's colour"
     stamp = {k: p.stat().st_mtime_ns for k, p in paths.items()}
     with pytest.raises(FileExistsError):
         editor.export(tmp_path / "out", "case1")
     assert {k: p.stat().st_mtime_ns for k, p in paths.items()} == stamp
-    paths["overlay"].unlink()  # one left: still refuses, and writes none of the three
+    paths["overlay"].unlink()  # others left: still refuses, and writes none of them
     with pytest.raises(FileExistsError):
         editor.export(tmp_path / "out", "case1")
     assert not paths["overlay"].exists()
@@ -317,3 +324,31 @@ def test_front_end_is_shipped_and_speaks_the_protocol() -> None:
     n = len(editor.colors)
     cycled = [editor.colors[(k - 1) % n] for k in range(1, 256)]  # how widget.js picks label k's colour
     assert cycled == label_colors(255).tolist()
+
+
+def test_level_names_follow_auto_segment_and_box_prompts_and_n_toggles_them() -> None:
+    from cervkit.data.synth.phantom import make_phantom
+
+    ph = make_phantom("xray", seed=6, size=(384, 384))  # C2 drawn with its dens by the model: the anchor
+    editor = MaskEditor(ph.image)
+    assert editor.model_name == "mri" or editor.model_name == "", "no model is loaded before it is needed"
+    editor.auto_segment("xray")
+    assert editor.model_name == "xray" and "xray" in editor.model_choices and "mri" in editor.model_choices
+    names = [editor.level_names[str(k)] for k in sorted(int(v) for v in np.unique(editor.labels) if v)]
+    assert names[:5] == ["C2", "C3", "C4", "C5", "C6"], names  # C2's dens anchors the count
+    missed = int(np.unique(editor.labels)[3])
+    rows, cols = np.nonzero(editor.labels == missed)
+    editor.set_labels(np.where(editor.labels == missed, 0, editor.labels).astype(np.uint8))
+    new = editor.box_prompt(cols.min() - 2, rows.min() - 2, cols.max() + 3, rows.max() + 3)
+    assert editor.level_names[str(new)] == names[2], "the body drawn with a box gets its level's name"
+    shown = editor.show_names
+    assert editor.press("n") == "names" and editor.show_names is (not shown)
+
+
+def test_given_level_names_are_kept_and_the_view_chooses_the_model() -> None:
+    image, labels = _scene()
+    editor = MaskEditor(image, labels, level_names={1: "mine"}, run=_StandIn())
+    editor.auto_segment()
+    assert editor.level_names == {"1": "mine"}, "names the user gave are never replaced"
+    editor.model_name = "xray"  # what the toolbar's chooser does
+    assert editor.run == "xray" and "model: xray" in editor.status

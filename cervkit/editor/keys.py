@@ -25,11 +25,12 @@ SHORTCUTS: dict[str, str] = {
     "[": "smaller",
     "]": "larger",
     "f": "fit",
+    "n": "names",
     **{str(k): "select" for k in range(1, 10)},
 }
 """Key → action. ``"1"``..``"9"`` select that vertebra (label) as the active one."""
 
-VIEW_ACTIONS = frozenset({"fit", "auto"})
+VIEW_ACTIONS = frozenset({"fit", "auto", "names"})
 """Actions only the view performs (the kernel returns the name and changes nothing)."""
 
 KERNEL_ACTIONS = frozenset(SHORTCUTS.values()) - VIEW_ACTIONS

@@ -391,6 +391,28 @@ class EditorState:
         row, col = int(np.clip(y, 0, self.shape[0] - 1)), int(np.clip(x, 0, self.shape[1] - 1))
         return int(self.labels[row, col])
 
+    def name_levels(self, protocol: str | Sequence[str] | None = None) -> Any:
+        """Name the bodies from anatomy (C2's dens anchors the count), else in the order of ``protocol``.
+
+        Sets :attr:`level_names` (the selector, the canvas and the exports show them); no undo step, since
+        the label map is unchanged.
+
+        Parameters
+        ----------
+        protocol : str or sequence of str, optional
+            The levels the image shows (``"C2-C7"``); see :func:`cervkit.inference.level_names.name_bodies`.
+
+        Returns
+        -------
+        cervkit.inference.level_names.LevelNames
+            The names, their anchor and whether they are unsure (with reasons).
+        """
+        from cervkit.inference.level_names import name_bodies
+
+        named = name_bodies(self.labels, spacing_mm=self.spacing_mm, protocol=protocol)
+        self.level_names = dict(named.names)
+        return named
+
     def _prompt_segmenter(self, model: Any) -> Any:
         key = model if isinstance(model, (str, PathLike)) else id(model)
         if key not in self._prompt_models:

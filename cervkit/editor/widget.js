@@ -77,6 +77,9 @@ function render({ model, el: host }) {
   const autoMode = el("select", { title: "Auto-segment: replace the map (undo brings your edits back) or fill only empty regions", className: "ck-auto-mode" },
     [el("option", { value: "replace", textContent: "replace" }), el("option", { value: "merge", textContent: "merge into empty" })]);
   const autoBtn = btn("auto-segment", "Auto-segment with the model (a)", () => send({ type: "auto", mode: autoMode.value }), "ck-auto");
+  const modelSelect = el("select", { title: "Model for Auto-segment and box prompts: a shipped model or your run", className: "ck-model" });
+  modelSelect.onchange = () => setModel("model_name", modelSelect.value);
+  const namesBtn = btn("names", "Level names on the canvas (n)", () => setModel("show_names", !model.get("show_names")), "ck-names");
   const undoBtn = btn("↶ undo", "Undo (z)", () => send({ type: "undo" }), "ck-undo");
   const redoBtn = btn("↷ redo", "Redo (y)", () => send({ type: "redo" }), "ck-redo");
   const opacity = el("input", { type: "range", min: 0, max: 1, step: 0.05, title: "Label opacity", className: "ck-opacity" });
@@ -96,7 +99,7 @@ function render({ model, el: host }) {
       btn("+", "Add a vertebra (next free label)", () => send({ type: "add" }), "ck-add"),
       btn("−", "Delete the active vertebra", () => send({ type: "delete" }), "ck-delete")]),
     el("span", { className: "ck-group" }, [undoBtn, redoBtn]),
-    el("span", { className: "ck-group" }, [autoBtn, autoMode]),
+    el("span", { className: "ck-group" }, [autoBtn, autoMode, "model ", modelSelect]),
   ]);
   const row2 = el("div", { className: "ck-toolbar" }, [
     el("span", { className: "ck-group" }, [
@@ -107,7 +110,7 @@ function render({ model, el: host }) {
       btn("+", "Zoom in", () => zoomAt(view.cw / 2, view.ch / 2, 1.25), "ck-zoom-in"),
       btn("−", "Zoom out", () => zoomAt(view.cw / 2, view.ch / 2, 0.8), "ck-zoom-out"),
       btn("fit", "Fit (f)", () => fit(), "ck-fit")]),
-    el("span", { className: "ck-group" }, ["opacity ", opacity]),
+    el("span", { className: "ck-group" }, [namesBtn, "opacity ", opacity]),
     el("span", { className: "ck-group" }, ["window ", wLow, wHigh]),
   ]);
   const main = el("canvas", { className: "ck-main" });
@@ -151,7 +154,18 @@ function render({ model, el: host }) {
     imgCanvas.getContext("2d").putImageData(data, 0, 0);
   }
 
+  // Each body's centre (mean pixel), for its name on the canvas; recomputed when the labels change.
+  let centres = null;
+  function bodyCentres() {
+    if (centres) return centres;
+    const sx = new Float64Array(256), sy = new Float64Array(256), n = new Float64Array(256);
+    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) { const v = labels[y * W + x]; if (v) { sx[v] += x; sy[v] += y; n[v] += 1; } }
+    centres = [];
+    for (let v = 1; v < 256; v++) if (n[v]) centres.push([v, sx[v] / n[v] + 0.5, sy[v] / n[v] + 0.5]);
+    return centres;
+  }
   function paintLabels(x0 = 0, y0 = 0, x1 = W, y1 = H) {
+    centres = null;
     const colors = model.get("colors"), px = lblData.data;
     for (let y = y0; y < y1; y++) {
       for (let x = x0; x < x1; x++) {
@@ -209,6 +223,17 @@ function render({ model, el: host }) {
       ctx.strokeRect(Math.min(ax, bx), Math.min(ay, by), Math.abs(bx - ax), Math.abs(by - ay));
       ctx.setLineDash([]);
     }
+    if (model.get("show_names")) {
+      const names = model.get("level_names") || {}, drawn = [];
+      ctx.font = "bold 13px sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+      ctx.lineWidth = 3; ctx.strokeStyle = "rgba(0,0,0,0.85)"; ctx.fillStyle = "#fff";
+      for (const [v, x, y] of bodyCentres()) {
+        const text = names[v] || String(v), [sx, sy] = toScreen([x, y]);
+        ctx.strokeText(text, sx, sy); ctx.fillText(text, sx, sy);
+        drawn.push([v, text, +x.toFixed(1), +y.toFixed(1)]);
+      }
+      root.dataset.names = JSON.stringify(drawn);
+    } else root.dataset.names = "[]";
     const tool = model.get("tool");
     if (hover && (tool === "brush" || tool === "eraser")) {
       const [sx, sy] = toScreen(hover);
@@ -329,6 +354,7 @@ function render({ model, el: host }) {
     if (key === "Enter" && polygon.length) closePolygon();
     else if (key === "Escape") { polygon = []; drawOverlay(); }
     else if (key.toLowerCase() === "f" && !e.ctrlKey && !e.metaKey) fit();
+    else if (key.toLowerCase() === "n" && !e.ctrlKey && !e.metaKey) setModel("show_names", !model.get("show_names"));
     else if (key.toLowerCase() === "a" && !e.ctrlKey && !e.metaKey) send({ type: "auto", mode: autoMode.value }, e.timeStamp);
     else if (KERNEL_KEYS.has(key.toLowerCase())) {
       if (e.shiftKey && key.toLowerCase() === "z") key = "shift+z";
@@ -358,10 +384,15 @@ function render({ model, el: host }) {
       return el("option", { value: k, textContent: names[k] ? `${k} · ${names[k]}` : String(k), style: `color: rgb(${c[0]},${c[1]},${c[2]})` });
     }));
     select.value = String(active);
+    const choices = model.get("model_choices") || [], chosen = model.get("model_name");
+    modelSelect.replaceChildren(...choices.map((c) => el("option", { value: c, textContent: c.split(/[\\/]/).filter(Boolean).pop() || c, title: c })));
+    modelSelect.value = chosen;
+    namesBtn.classList.toggle("ck-active", !!model.get("show_names"));
     const latency = lastLatency === null ? "" : ` · round trip ${lastLatency.toFixed(0)} ms`;
     status.textContent = model.get("status") + latency;
     Object.assign(root.dataset, { tool, activeLabel: active, brushRadius: model.get("brush_radius"),
-      opacity: model.get("opacity"), window: model.get("window").join(",") });
+      opacity: model.get("opacity"), window: model.get("window").join(","), model: chosen,
+      showNames: model.get("show_names") ? "1" : "0" });
   }
   const crop = ([x0, y0, x1, y1]) => {
     const w = x1 - x0, out = new Uint8Array(w * (y1 - y0));
@@ -459,6 +490,8 @@ function render({ model, el: host }) {
   });
   onModel("change:window", () => { paintImage(); draw(); });
   onModel("change:opacity", () => draw());
+  onModel("change:show_names", () => drawOverlay());
+  onModel("change:level_names", () => drawOverlay());
   onModel("change:view_height", () => resize());
   onModel("change", () => enqueue(applied));
 

@@ -9,8 +9,8 @@ Kernel → view, synced traits: ``image_png`` (8-bit PNG, once per image; the vi
 applies ``window`` itself), ``labels_png`` (whole map, for big changes),
 ``patch`` (changed rectangle, :func:`~cervkit.editor.codec.encode_patch` plus
 ``version``), ``shape``, ``active_label``, ``brush_radius``, ``tool``,
-``opacity``, ``window``, ``level_names``, ``n_labels``, ``colors``,
-``can_undo``, ``can_redo``, ``status``, ``version``. View → kernel, custom
+``opacity``, ``window``, ``level_names``, ``show_names``, ``model_name``, ``model_choices``,
+``n_labels``, ``colors``, ``can_undo``, ``can_redo``, ``status``, ``version``. View → kernel, custom
 messages: ``{"type": "stroke", "points": [[x, y], ...], "erase": bool}``
 (pixel-edge image coordinates, on mouse-up), ``polygon``, ``flood``, ``key``,
 ``undo``, ``redo``, ``add``, ``delete``, ``clean``, ``select``, ``sync``.
@@ -65,12 +65,18 @@ class MaskEditor(anywidget.AnyWidget):
     spacing_mm : (float, float), optional
         (row, col) mm; default the image's.
     level_names : mapping of int to str, optional
-        Label → level name shown in the vertebra selector, e.g. ``{1: "C2", …}``.
+        Label → level name shown in the vertebra selector and on the canvas, e.g. ``{1: "C2", …}``; given,
+        they are kept as they are. Otherwise Auto-segment and box prompts name the bodies from anatomy
+        (:meth:`EditorState.name_levels`: C2's dens anchors the count), else in the order of ``levels``.
+    levels : str or sequence of str, optional
+        The protocol, e.g. ``"C2-C7"``: flags a count that does not fit it, and names the bodies in its order
+        when no landmark anchors the count (flagged unsure). Default none: without C2 in view, no names.
     autosave_path : str or PathLike, optional
         Autosave PNG written after every change (see :class:`EditorState`).
     run : str, PathLike or predictor, optional
-        A run folder or any object with ``predict(image)``; used by :meth:`auto_segment`
-        (and at once when ``labels`` is None).
+        A shipped model's name (``"mri"``, ``"xray"``), a run folder or any object with ``predict(image)``;
+        used by :meth:`auto_segment` and the box prompts (and at once when ``labels`` is None). The
+        toolbar's model chooser switches between the shipped models and this one.
     overwrite_autosave : bool, default False
         Start over an existing autosave instead of raising FileExistsError.
     height : int, default 560
@@ -99,6 +105,9 @@ class MaskEditor(anywidget.AnyWidget):
     opacity = t.Float(0.45).tag(sync=True)
     window = t.List(t.Float(), [0.0, 1.0]).tag(sync=True)
     level_names = t.Dict().tag(sync=True)
+    show_names = t.Bool(True).tag(sync=True)
+    model_name = t.Unicode("").tag(sync=True)
+    model_choices = t.List(t.Unicode()).tag(sync=True)
     n_labels = t.Int(0).tag(sync=True)
     colors = t.List().tag(sync=True)
     can_undo = t.Bool(False).tag(sync=True)
@@ -117,11 +126,15 @@ class MaskEditor(anywidget.AnyWidget):
 
     def __init__(self, image: ImageLike, labels: np.ndarray | str | PathLike[str] | None = None, *,
                  spacing_mm: tuple[float, float] | None = None,
-                 level_names: Mapping[int, str] | None = None,
+                 level_names: Mapping[int, str] | None = None, levels: str | Sequence[str] | None = None,
                  autosave_path: str | PathLike[str] | None = None, run: Any = None,
                  overwrite_autosave: bool = False, height: int = 560) -> None:
         super().__init__(colors=palette(), view_height=int(height))
-        self.run = run
+        self.run = None
+        self._run_label: str | None = None
+        self.levels = levels
+        self._fixed_names = level_names is not None
+        self._set_model(run)
         self._autosave_path = autosave_path
         self._overwrite_autosave = overwrite_autosave
         self._level_names = dict(level_names or {})
@@ -232,6 +245,14 @@ class MaskEditor(anywidget.AnyWidget):
                 f"v{self.state.version}")
 
     # ---------------------------------------------------------- view → kernel
+    @t.observe("model_name")
+    def _model_from_view(self, change: dict[str, Any]) -> None:
+        """The view's model chooser: a shipped model's name or a run folder."""
+        if self._syncing or not change["new"] or change["new"] == self._model_label():
+            return
+        self._set_model(change["new"])
+        self.status = f"model: {change['new']} (Auto-segment and box prompts use it)"
+
     @t.observe("active_label", "brush_radius", "tool")
     def _settings_from_view(self, change: dict[str, Any]) -> None:
         """A setting changed in the view: apply it to the state."""
@@ -285,6 +306,8 @@ class MaskEditor(anywidget.AnyWidget):
             action = state.handle_key(str(content["key"]))
             if action == "auto":  # key a: the view's Auto-segment button
                 self.auto_segment()
+            elif action == "names":  # key n: names on the canvas on / off
+                self.show_names = not self.show_names
         elif kind == "undo":
             state.undo()
         elif kind == "redo":
@@ -419,14 +442,58 @@ class MaskEditor(anywidget.AnyWidget):
         self.state.set_labels(labels, reason)
         self._sync_traits(reason)
 
+    def _model_label(self) -> str:
+        """What the model chooser shows for the current model."""
+        run = self.run
+        if run is None:
+            return ""
+        if isinstance(run, (str, PathLike)):
+            return str(run)
+        return self._run_label or type(run).__name__
+
+    def _set_model(self, run: Any, label: str | None = None) -> None:
+        """Use ``run`` for Auto-segment and box prompts, and list it (or ``label``) in the toolbar's chooser."""
+        from cervkit.zoo.store import available
+
+        self.run = run
+        self._run_label = label
+        label = self._model_label()
+        choices = list(available())
+        if label and label not in choices:
+            choices.append(label)
+        with self.hold_sync():
+            self._syncing = True
+            try:
+                self.model_choices = choices
+                self.model_name = label
+            finally:
+                self._syncing = False
+
     def _model(self) -> Any:
-        """The model for Auto-segment and box prompts: the ``run`` given, else the shipped model for the image."""
+        """The model for Auto-segment and box prompts: the one chosen, else the shipped model for the image."""
         if self.run is None:
             from cervkit.zoo.store import MODEL_FOR_MODALITY
 
             modality = str(getattr(self, "_modality", "") or "").upper()
-            self.run = MODEL_FOR_MODALITY.get(modality, "mri")
+            self._set_model(MODEL_FOR_MODALITY.get(modality, "mri"))
         return self.run
+
+    def name_levels(self) -> Any:
+        """Name the bodies again (anatomy, else the protocol) and show the names; see :meth:`EditorState.name_levels`.
+
+        Returns
+        -------
+        cervkit.inference.level_names.LevelNames
+        """
+        named = self.state.name_levels(self.levels)
+        self.level_names = {str(k): v for k, v in self.state.level_names.items()}
+        if named.unsure:
+            self.status = f"{self.status} · levels unsure: " + ("; ".join(named.reasons) or "?")
+        return named
+
+    def _renamed(self) -> None:
+        if not self._fixed_names:
+            self.name_levels()
 
     def box_prompt(self, x0: float, y0: float, x1: float, y1: float, model: Any = None) -> int:
         """Segment the body inside a box with the model's crop segmenter (the ``box`` tool, key ``x``).
@@ -444,8 +511,11 @@ class MaskEditor(anywidget.AnyWidget):
             The body drawn (0 when nothing was found in the box).
         """
         if model is not None:
-            self.run = model
-        return self.state.box_prompt(x0, y0, x1, y1, self._model()).label
+            self._set_model(model)
+        label = self.state.box_prompt(x0, y0, x1, y1, self._model()).label
+        if label:
+            self._renamed()
+        return label
 
     def auto_segment(self, run: Any = None, *, mode: str = "replace") -> np.ndarray:
         """Segment the image with a model and make the result one undoable step.
@@ -473,8 +543,11 @@ class MaskEditor(anywidget.AnyWidget):
         if isinstance(run, (str, PathLike)):
             from cervkit.inference.registry import load_predictor
 
+            name = str(run)
             run = load_predictor(run)
-        self.run = run
+            self._set_model(run, label=name)
+        elif run is not self.run:
+            self._set_model(run)
         result = run.predict(self.state.image)
         labels = np.asarray(getattr(result, "labels", result)).astype(np.uint8)
         if mode == "merge":  # keep every pixel the user drew; new bodies only where the map is empty
@@ -487,14 +560,16 @@ class MaskEditor(anywidget.AnyWidget):
                     merged[body] = free.pop(0)
             labels = merged
         self.set_labels(labels, "auto-segment" if mode == "replace" else "auto-segment (merged into empty regions)")
+        self._renamed()
         return self.labels
 
     # ----------------------------------------------------------------- export
     def export(self, folder: str | PathLike[str], stem: str, *, overwrite: bool = False) -> dict[str, Path]:
-        """Write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``<stem>_mask.nii.gz``, each atomically.
+        """Write ``<stem>_mask.png``, ``<stem>_overlay.png``, ``<stem>_mask.nii.gz`` and ``<stem>_labels.txt``.
 
-        Nothing is written when any of them exists and ``overwrite`` is False (FileExistsError
-        names them).
+        ``_labels.txt`` is an ITK-SNAP label description file (:mod:`cervkit.export.label_table`): each label
+        with its level name and colour. Each file is written atomically; nothing is written when any of them
+        exists and ``overwrite`` is False (FileExistsError names them).
 
         Parameters
         ----------
@@ -508,11 +583,13 @@ class MaskEditor(anywidget.AnyWidget):
         Returns
         -------
         dict of str to pathlib.Path
-            ``{"labels": path, "overlay": path, "nifti": path}``.
+            ``{"labels": path, "overlay": path, "nifti": path, "label_table": path}``.
         """
+        from cervkit.export.label_table import write_label_table
+
         out = Path(folder)
         paths = {"labels": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png",
-                 "nifti": out / f"{stem}_mask.nii.gz"}
+                 "nifti": out / f"{stem}_mask.nii.gz", "label_table": out / f"{stem}_labels.txt"}
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing and not overwrite:
             raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
@@ -520,4 +597,6 @@ class MaskEditor(anywidget.AnyWidget):
         self.state.export_labels(paths["labels"], overwrite=overwrite)
         self.state.export_overlay(paths["overlay"], overwrite=overwrite)
         self.state.export_nifti(paths["nifti"], overwrite=overwrite)
+        write_label_table(paths["label_table"], self.state.present_labels(), self.state.level_names, self.colors,
+                          overwrite=overwrite)
         return paths

@@ -382,10 +382,26 @@ def test_box_prompt_in_the_browser_matches_the_headless_state(lab_server: dict, 
             assert agree >= 0.9999, f"browser and headless differ on {int((got != result.labels).sum())} pixels"
             assert dice(got == result.label, ph.labels == missed) >= 0.9, "the missed body is back"
             np.testing.assert_array_equal(got[before > 0], before[before > 0])  # the other bodies unchanged
+            # the bodies' level names, drawn on the canvas at each body's centre, as the kernel named them
+            ed.page.wait_for_function("() => JSON.parse(document.querySelector('.cervkit-editor').dataset.names"
+                                      " || '[]').some(n => /^C[2-7]$/.test(n[1]))", timeout=15_000)
+            drawn = {int(v): name for v, name, _x, _y in json.loads(ed.data()["names"])}
+            named = EditorState(ph.image, got).name_levels().names
+            assert drawn == {k: named.get(k, str(k)) for k in drawn} and len(drawn) == len(np.unique(got)) - 1
+            assert "C2" in drawn.values(), drawn
             ed.screenshot(tmp_path / "editor_box_prompt.png")
             _keep(tmp_path / "editor_box_prompt.png", "editor_box_prompt.png")
+            ed.key("n")  # names off, and on again
+            ed.wait_data("showNames", "0")
+            assert json.loads(ed.data()["names"]) == []
+            ed.key("n")
+            ed.wait_data("showNames", "1")
         ed.key("z")
         ed.wait_version(version + 2)
+    ed.page.locator(".cervkit-editor select.ck-model").first.select_option("xray")  # the toolbar's model chooser
+    ed.wait_data("model", "xray")
+    ed.page.wait_for_function("() => document.querySelector('.cervkit-editor .ck-status').textContent"
+                              ".includes('model: xray')", timeout=10_000)
     report = {"box_prompt_ms": times, "box_prompt_median_ms": statistics.median(times)}
     (SHOTS / "box_latency.json").write_text(json.dumps(report, indent=1))
     print("box prompt latency (ms):", report)
