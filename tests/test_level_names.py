@@ -50,3 +50,33 @@ def test_without_a_landmark_bodies_stay_unnamed_unless_the_protocol_is_given() -
     stated = name_bodies(no_c2, spacing_mm=ph.spacing_mm, protocol="C3-C7")
     assert stated.anchor == "protocol order" and stated.unsure
     assert [stated.names[k] for k in sorted(stated.names)] == ["C3", "C4", "C5", "C6", "C7"]
+
+
+def test_predict_names_levels_keeps_a_range_and_the_queue_carries_the_names(tmp_path) -> None:
+    from cervkit.cli.main import main
+    from cervkit.editor.queue import CorrectionQueue
+    from cervkit.inference.batch_rows import read_table
+    from cervkit.inference.level_names import parse_names
+    from cervkit.io.images import read_mask, write_png
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in (6, 9):  # the shipped xray model finds C2 with its dens on these
+        write_png(folder / f"ph{seed}.png", (_phantom(seed).image * 255).astype(np.uint8))
+    assert main(["predict", "--model", "xray", "--out", str(tmp_path / "all"), str(folder)]) == 0
+    assert main(["predict", "--model", "xray", "--levels", "C3-C5", "--out", str(tmp_path / "c3c5"),
+                 str(folder)]) == 0
+    every, some = read_table(tmp_path / "all" / "predictions.csv"), read_table(tmp_path / "c3c5" / "predictions.csv")
+    for full, part in zip(every.itertuples(), some.itertuples()):
+        names = parse_names(full.level_names)
+        assert {"C2", "C3", "C4", "C5", "C6"} <= set(names.values()), names
+        kept = parse_names(part.level_names)
+        assert sorted(kept.values()) == ["C3", "C4", "C5"] and part.n_vertebrae == 3
+        mask = read_mask(tmp_path / "c3c5" / part.mask)
+        assert sorted(int(v) for v in np.unique(mask) if v) == sorted(kept)
+    queue = CorrectionQueue(tmp_path / "all" / "queue.csv", tmp_path / "corrected", annotator="t")
+    state = queue.open_state()
+    assert state.level_names == parse_names(every.set_index("output_stem").loc[queue.current.stem, "level_names"])
+    bad = tmp_path / "bad"
+    assert main(["predict", "--model", "xray", "--levels", "C7-C2", "--out", str(bad), str(folder)]) != 0
+    assert not (bad / "predictions.csv").exists(), "a bad range fails before anything is written"

@@ -102,7 +102,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(predictor.model_source.describe())
     table = predict_files(predictor, args.inputs, Path(args.out), overwrite=args.overwrite, resume=args.resume,
                           names=args.names, modality=args.modality, keep_identifiers=args.keep_identifiers,
-                          run=args.model, salt=args.salt)
+                          run=args.model, salt=args.salt, levels=args.levels)
     failed = int((table["status"] != "ok").sum())
     ok = table[table["status"] == "ok"]
     mean = f", {ok['seconds'].mean():.3f} s/image" if len(ok) else ""
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-identifiers", action="store_true",
                    help="write raw DICOM patient IDs instead of pseudonyms (p-<hash>)")
     p.add_argument("--salt", help="secret mixed into the pseudonyms (default: $CERVKIT_PSEUDONYM_SALT)")
+    p.add_argument("--levels", help="keep only the bodies named in this range, e.g. C2-C7 (names anchored on C2's "
+                                    "dens; default: keep every body)")
     p.add_argument("inputs", nargs="+", help="DICOM, PNG, JPG or TIFF files, or folders")
     p.set_defaults(handler=_cmd_predict)
 

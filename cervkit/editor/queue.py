@@ -415,9 +415,11 @@ class CorrectionQueue:
         EditorState
             The item's image and working labels, ready for the editor.
         """
+        from cervkit.inference.level_names import parse_names
+
         item = self._item(item)
         return EditorState.from_image(item.image, self.working_labels(item), autosave_path=self.autosave_path(item),
-                                      overwrite_autosave=True)
+                                      overwrite_autosave=True, level_names=parse_names(item.row.get("level_names")))
 
     def _drop_autosave(self, item: QueueItem) -> None:
         for path in (self.autosave_path(item), sidecar_path(self.autosave_path(item))):

@@ -73,9 +73,12 @@ class QueueEditor(w.VBox):
     # ------------------------------------------------------------------ view
     def _open(self) -> MaskEditor:
         """A MaskEditor on the current item's working labels, autosaving to its own file."""
+        from cervkit.inference.level_names import parse_names
+
         item = self.queue.current
+        names = parse_names(item.row.get("level_names"))
         return MaskEditor(item.image, self.queue.working_labels(item), autosave_path=self.queue.autosave_path(item),
-                          overwrite_autosave=True, run=self.run, height=self._height)
+                          overwrite_autosave=True, run=self.run, height=self._height, level_names=names or None)
 
     def _show(self, item: QueueItem | None) -> QueueItem | None:
         """After a move: swap in the new item's editor (nothing changes at either end)."""

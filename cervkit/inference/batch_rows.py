@@ -34,10 +34,11 @@ __all__ = ["COLUMNS", "CSV_NAME", "QUEUE_COLUMNS", "QUEUE_NAME", "RowWriter", "r
 CSV_NAME = "predictions.csv"
 QUEUE_NAME = "queue.csv"
 COLUMNS = ("file", "output_stem", "mask", "overlay", "n_vertebrae", "seconds", "status", "error", "confidence",
-           "det_score_min", "det_score_mean", "mask_uncertainty", "patient_id", "modality")
+           "det_score_min", "det_score_mean", "mask_uncertainty", "patient_id", "modality", "level_names",
+           "levels_unsure")
 NUMERIC_COLUMNS = ("n_vertebrae", "seconds", "confidence", "det_score_min", "det_score_mean", "mask_uncertainty")
 QUEUE_COLUMNS = ("image", "mask", "patient_id", "modality", "output_stem", "confidence", "det_score_min",
-                 "det_score_mean", "mask_uncertainty", "run")
+                 "det_score_mean", "mask_uncertainty", "level_names", "levels_unsure", "run")
 
 
 def _cell(value: Any) -> str:
@@ -210,7 +211,8 @@ def write_queue(table: pd.DataFrame, out_dir: str | PathLike[str], *, run: str |
         "image": [relative_path(Path(os.path.abspath(f)), out) for f in ok["file"]],
         "mask": ok["mask"].to_numpy(), "patient_id": ok["patient_id"].to_numpy(),
         "modality": ok["modality"].to_numpy(), "output_stem": ok["output_stem"].to_numpy(),
-        **{c: ok[c].to_numpy() for c in ("confidence", "det_score_min", "det_score_mean", "mask_uncertainty")},
+        **{c: ok[c].to_numpy() for c in ("confidence", "det_score_min", "det_score_mean", "mask_uncertainty",
+                                         "level_names", "levels_unsure")},
         "run": "" if run is None else str(run)}, columns=list(QUEUE_COLUMNS))
     target = out / QUEUE_NAME
     with atomic_path(target, overwrite=True) as tmp:

@@ -26,7 +26,7 @@ from cervkit.core.errors import CervkitInputError
 from cervkit.measurements.bodies import BodyStats, body_centre, body_stats
 from cervkit.measurements.levels import ANATOMICAL_LEVELS, CERVICAL_LEVELS, assign_from_stats
 
-__all__ = ["LevelNames", "keep_levels", "level_range", "name_bodies"]
+__all__ = ["LevelNames", "format_names", "keep_levels", "level_range", "name_bodies", "parse_names"]
 
 _TALLEST = 1.25  # as in measurements.levels: a top body this much taller than the others' median is C2
 _MISSING = 1.6   # centre gap / usual gap below C2 above which a level is missing in between
@@ -194,4 +194,45 @@ def keep_levels(labels: np.ndarray, names: dict[int, str], wanted: str | Sequenc
     for k in np.unique(out):
         if k and names.get(int(k)) not in keep:
             out[out == k] = 0
+    return out
+
+
+def format_names(names: dict[int, str]) -> str:
+    """Label → name as one CSV cell, ``"1:C2;2:C3"`` (``predictions.csv``, ``queue.csv``).
+
+    Parameters
+    ----------
+    names : dict of int to str
+
+    Returns
+    -------
+    str
+    """
+    return ";".join(f"{int(k)}:{v}" for k, v in sorted(names.items()))
+
+
+def parse_names(text: str | None) -> dict[int, str]:
+    """The inverse of :func:`format_names` (blank → empty).
+
+    Parameters
+    ----------
+    text : str or None
+
+    Returns
+    -------
+    dict of int to str
+
+    Raises
+    ------
+    CervkitInputError
+        A cell that is not ``label:name`` pairs.
+    """
+    out: dict[int, str] = {}
+    for part in str(text or "").split(";"):
+        if not part.strip():
+            continue
+        label, sep, name = part.partition(":")
+        if not sep or not label.strip().isdigit():
+            raise CervkitInputError(f"level names cell {text!r} is not 'label:name;...'")
+        out[int(label)] = name.strip()
     return out

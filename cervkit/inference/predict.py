@@ -34,6 +34,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cervkit.core.errors import CervkitInputError
@@ -172,6 +173,7 @@ def _predict_one(predictor: Any, path: Path, root: Path, out: Path, used: set[st
     """Predict one input and write its outputs; return its ``predictions.csv`` row (never raises)."""
     from cervkit.core.files import check_writable
     from cervkit.inference.confidence import image_confidence
+    from cervkit.inference.level_names import format_names, keep_levels, name_bodies
     from cervkit.io.images import read_image, write_png
     from cervkit.io.privacy import (
         dicom_identity,
@@ -206,16 +208,22 @@ def _predict_one(predictor: Any, path: Path, root: Path, out: Path, used: set[st
         result = predictor.predict(image.array)
         seconds = time.perf_counter() - start
         confidence = image_confidence(result, detector=settings["detector"])
-        write_png(mask_path, result.labels, overwrite=replace)
-        write_png(overlay_path, overlay(image.array, result.labels, alpha=settings["alpha"]), overwrite=replace)
+        named = name_bodies(result.labels, spacing_mm=image.spacing_mm, protocol=settings["levels"])
+        labels = result.labels
+        if settings["levels"] is not None:  # predict --levels: only the named bodies inside the range
+            labels = keep_levels(labels, named.names, settings["levels"])
+        names = {k: v for k, v in named.names.items() if (labels == k).any()}
+        write_png(mask_path, labels, overwrite=replace)
+        write_png(overlay_path, overlay(image.array, labels, alpha=settings["alpha"]), overwrite=replace)
     except Exception as exc:  # one bad file never stops the batch; KeyboardInterrupt does
         message = _error_text(exc, path)
         if identity is not None and not keep:
             message = redact(message, identity.identifiers)
         row["error"] = " ".join(message.split())
         return row
-    row.update(mask=mask_path.name, overlay=overlay_path.name, n_vertebrae=int(result.n_vertebrae),
-               seconds=round(seconds, 4), status="ok", **confidence)
+    row.update(mask=mask_path.name, overlay=overlay_path.name, n_vertebrae=len(np.unique(labels)) - 1,
+               seconds=round(seconds, 4), status="ok", level_names=format_names(names),
+               levels_unsure=int(named.unsure), **confidence)
     return row
 
 
@@ -239,7 +247,8 @@ def _previous(csv_path: Path, out: Path) -> tuple[dict[str, str], dict[str, str]
 def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir: str | PathLike[str], *,
                   overwrite: bool = False, resume: bool = False, progress: bool | None = None, alpha: float = 0.4,
                   names: str = "auto", modality: str | None = None, keep_identifiers: bool = False,
-                  run: str | PathLike[str] | None = None, salt: str | None = None) -> pd.DataFrame:
+                  run: str | PathLike[str] | None = None, salt: str | None = None,
+                  levels: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Predict every input, streaming: outputs and a ``predictions.csv`` row per image, then ``queue.csv``.
 
     Parameters
@@ -270,6 +279,10 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
         The run folder behind ``predictor``: the queue's ``run`` column and the default modality.
     salt : str, optional
         Secret for the pseudonyms (default ``$CERVKIT_PSEUDONYM_SALT``, see :func:`cervkit.io.privacy.pseudonym`).
+    levels : str or sequence of str, optional
+        The protocol (``"C2-C7"``): keep only the bodies named inside it (``predict --levels``). Names come from
+        anatomy (C2's dens, :func:`cervkit.inference.level_names.name_bodies`); without a landmark, from the
+        protocol's order (flagged ``levels_unsure``). Default: keep every body, name those a landmark names.
 
     Returns
     -------
@@ -294,7 +307,11 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
         check_writable(csv_path, overwrite)
         check_writable(out / QUEUE_NAME, overwrite)
     done, stems, n_rows = _previous(csv_path, out) if resuming else ({}, {}, 0)
-    settings = {"names": names, "salt": salt, "keep_identifiers": keep_identifiers, "alpha": alpha,
+    if levels is not None:
+        from cervkit.inference.level_names import level_range
+
+        levels = level_range(levels)  # a bad range fails before anything is written
+    settings = {"levels": levels, "names": names, "salt": salt, "keep_identifiers": keep_identifiers, "alpha": alpha,
                 "replace": overwrite or resume, "detector": has_detector(predictor),
                 "modality": modality or run_modality(run) or FALLBACK_MODALITY}
     used = set(done.values())
