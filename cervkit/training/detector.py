@@ -302,7 +302,8 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     ema : tuple of float, default (0.99, 50)
         Weight-EMA maximum decay and ramp time constant in updates (ultralytics: 0.9999, 2000).
     quick : bool, optional
-        Quick mode (default :func:`cervkit.core.config.quick_mode`): at most 2 epochs, imgsz at most 160.
+        Quick mode (default :func:`cervkit.core.config.quick_mode`): at most 2 epochs, imgsz at most 160 (a
+        fine-tune from ``weights`` keeps its image size).
     input_norm : {"none", "equalize"}
         Per-image normalisation of the detector's input (:func:`cervkit.inference.detector.detector_input`),
         recorded in ``config.json`` so :class:`cervkit.inference.detector.Detector` applies it at prediction.
@@ -322,8 +323,9 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     from cervkit.core.config import quick_mode
 
     quick = quick_mode() if quick is None else bool(quick)
-    if quick:
-        epochs, imgsz = min(epochs, QUICK_EPOCHS), min(imgsz, QUICK_IMGSZ)
+    if quick:  # a fine-tune keeps its weights' image size: at 160 a detector learnt at 320 loses its scale
+        epochs = min(epochs, QUICK_EPOCHS)
+        imgsz = imgsz if weights is not None else min(imgsz, QUICK_IMGSZ)
     out = Path(run_dir).resolve() / "detector"
     check_writable(out / "config.json", overwrite)
     data_yaml = build_yolo_dataset(manifest, out / "data", imgsz=imgsz, classes=classes, level_names=level_names,
