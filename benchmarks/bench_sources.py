@@ -4,7 +4,8 @@ For each real MRI source (``mri_lumbar_t2``, ``mri_lumbar_dixon``): a YOLO-UNet 
 source plus the cervical MRI phantoms of the shipped ``mri`` recipe (never on the held-out one), scored on every
 image of the held-out source (per image, per vertebra, per level, bodies found at IoU ≥ 0.5; bodies outside the
 source's annotated levels are not scored), then fine-tuned (``train --resume``) on 5 annotated images of the
-held-out source and scored on the images of its other patients
+held-out source (one slice each of five patients; a fixed budget, no early stop on the one validation image) and
+scored on the images of its other patients
 (:func:`cervkit.evaluation.leave_out.leave_one_source_out`).
 
 Budgets are wall-clock caps per stage (``--minutes detector,segmenter`` and ``--finetune-minutes``); the shipped
@@ -21,6 +22,10 @@ import time
 from pathlib import Path
 
 
+FINETUNE = {"detector": {"epochs": 100, "patience": 100}, "segmenter": {"epochs": 60, "patience": 60}}
+"""Five images are few: no early stop on one validation image; the time caps bound the fine-tune (best epoch kept)."""
+
+
 def main() -> None:
     """Run the benchmark and print the table."""
     from cervkit.data.datasets import get_dataset
@@ -34,6 +39,7 @@ def main() -> None:
     parser.add_argument("--minutes", default="12,8", help="detector,segmenter caps (minutes)")
     parser.add_argument("--finetune-minutes", default="5,4", help="detector,segmenter caps when fine-tuning")
     parser.add_argument("--n-finetune", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="keep finished leave-out runs; redo the fine-tunes")
     parser.add_argument("--quick", action="store_true", help="smoke test: one epoch, tiny images")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -55,6 +61,7 @@ def main() -> None:
                                  finetune_minutes=caps(args.finetune_minutes),
                                  detector_options={"imgsz": 96, "epochs": 1} if args.quick else
                                  {"imgsz": 320, "epochs": 120, "patience": 25, "batch": 16},
+                                 finetune_options=None if args.quick else FINETUNE, reuse=args.reuse,
                                  quick=args.quick)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)

@@ -127,3 +127,46 @@ def test_train_takes_several_sources(two_sources: tuple[Path, Path], tmp_path: P
     assert set(crops.df["split"]) <= {"train", "val"} and "span_rows" in crops.df.columns
     split = load_manifest(run / "split.csv", validate=False)
     assert set(split.df["source"]) == set(info["split"]["sources"])
+
+
+def test_leave_one_source_out_never_trains_on_the_held_out_source(two_sources: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    import json
+
+    from cervkit.data.manifest import load_manifest
+    from cervkit.evaluation.leave_out import finetune_subset, leave_one_source_out
+
+    a, b = (load_manifest(p) for p in two_sources)
+    tune, rest = finetune_subset(b, 3)
+    assert len(tune) == 3 and tune.df["patient_id"].is_unique and list(tune.df["split"]) == ["train", "train", "val"]
+    assert not set(tune.df["patient_id"]) & set(rest.df["patient_id"]) and len(tune) + len(rest) < len(b) + 1
+    with pytest.raises(CervkitInputError, match="none to test on"):
+        finetune_subset(b, 5)
+    table = leave_one_source_out({"a": a, "scanner_b": b}, tmp_path / "loso", held_out=["scanner_b"], n_finetune=3,
+                                 device="cpu", quick=True, detector_options={"imgsz": 64})
+    assert list(table["stage"]) == ["unseen_all", "unseen", "finetuned"]
+    assert table.loc[table["stage"] == "unseen_all", "images"].item() == len(b)
+    assert (table.loc[table["stage"] != "unseen_all", "images"] == len(rest)).all()
+    trained = load_manifest(tmp_path / "loso" / "scanner_b" / "run" / "split.csv", validate=False)
+    assert not set(trained.df["image"].map(lambda p: Path(p).name)) & set(b.df["image"].map(lambda p: Path(p).name))
+    result = json.loads((tmp_path / "loso" / "scanner_b" / "result.json").read_text())
+    assert set(result["unseen_all"]["per_level"]) == {"C3", "C4", "C5", "C6"}, "scored per annotated level"
+    info = json.loads((tmp_path / "loso" / "scanner_b" / "finetuned" / "run.json").read_text())
+    assert info["resumed_from"]["path"] == str((tmp_path / "loso" / "scanner_b" / "run").resolve())
+
+
+def test_crossval_by_source_from_the_command_line(two_sources: tuple[Path, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cervkit.cli.main import main
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.sources import source_of
+
+    out = tmp_path / "cv"
+    assert main(["crossval", "--by", "source", "--manifest", str(two_sources[0]), "--manifest", str(two_sources[1]),
+                 "--out", str(out), "--quick", "--imgsz", "64", "--finetune-images", "0", "--device", "cpu"]) == 0
+    table = pd.read_csv(out / "table.csv")
+    names = {source_of(load_manifest(p)) for p in two_sources}
+    assert set(table["held_out"]) == names and len(names) == 2 and set(table["stage"]) == {"unseen_all"}
+    assert main(["crossval", "--manifest", str(two_sources[0]), "--manifest", str(two_sources[1]),
+                 "--out", str(tmp_path / "cv2")]) != 0, "by patient takes one manifest"

@@ -202,7 +202,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from cervkit.evaluation.crossval import cross_validate
 
-    result = cross_validate(Path(args.manifest), Path(args.out), model=args.model, k=args.k, seed=args.seed,
+    if args.by == "source":
+        from cervkit.core.files import check_writable
+        from cervkit.data.manifest import load_manifest
+        from cervkit.data.sources import source_of
+        from cervkit.evaluation.leave_out import leave_one_source_out
+
+        manifests = [load_manifest(m) for m in args.manifest]
+        sources = {source_of(m): m for m in manifests}
+        if len(sources) < 2:
+            raise CervkitInputError("crossval --by source needs two --manifest sources or more")
+        check_writable(Path(args.out) / "table.csv", args.overwrite)
+        table = leave_one_source_out(sources, Path(args.out), n_finetune=args.finetune_images, seed=args.seed,
+                                     device=args.device, quick=True if args.quick else False,
+                                     detector_options={"imgsz": args.imgsz} if args.imgsz else None)
+        table.to_csv(Path(args.out) / "table.csv", index=False)
+        print(table.to_string(index=False))
+        print(f"{len(sources)} sources left out in turn; table in {Path(args.out) / 'table.csv'}")
+        return 0
+    if len(args.manifest) != 1:
+        raise CervkitInputError("crossval by patient takes one --manifest (several: --by source)")
+    result = cross_validate(Path(args.manifest[0]), Path(args.out), model=args.model, k=args.k, seed=args.seed,
                             quick=True if args.quick else None, device=args.device, imgsz=args.imgsz,
                             overwrite=args.overwrite)
     print(result.folds.drop(columns=["run"]).to_string(index=False))
@@ -351,8 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation folders written by `evaluate`; data sets are never pooled")
     p.set_defaults(handler=_cmd_compare)
 
-    p = sub.add_parser("crossval", help="k-fold cross-validation by patient: a run per fold, tested on its fold")
-    p.add_argument("--manifest", required=True)
+    p = sub.add_parser("crossval", help="k-fold cross-validation by patient, or leave one source out (--by source)")
+    p.add_argument("--manifest", required=True, action="append",
+                   help="the data; give it once per source with --by source")
+    p.add_argument("--by", choices=["patient", "source"], default="patient",
+                   help="patient: k folds of patients; source: train on all sources but one, test on it, "
+                        "fine-tune on --finetune-images of it and test again")
+    p.add_argument("--finetune-images", type=int, default=5, help="with --by source (0: no fine-tune)")
     p.add_argument("--out", required=True, help="folder for the fold runs, folds.csv and summary.csv")
     p.add_argument("--model", default="yolo-unet",
                    choices=["yolo-unet", "yolo-deeplab", "unet3plus", "deeplabv3plus", "yolo-seg"])

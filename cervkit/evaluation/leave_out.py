@@ -61,9 +61,13 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     ev = evaluate_predictor(load_predictor(run, device=device), table, split="test", progress=False, n_boot=200,
                             unannotated=True)
     write_evaluation(ev, out, overwrite=True)
-    gt = ev.vertebrae[~ev.vertebrae["false_positive"]]
+    gt = ev.vertebrae[~ev.vertebrae["false_positive"]].copy()
+    if "levels" in table.df.columns:  # label k of an image is the k-th of its row's annotated levels
+        names = {str(table.image_path(i)): str(table.df["levels"].iloc[i]).split(",") for i in range(len(table))}
+        gt["level"] = [names.get(str(img), [])[int(k) - 1] if 0 < int(k) <= len(names.get(str(img), [])) else None
+                       for img, k in zip(gt["image"], gt["gt_label"])]
     per_level = {str(k): round(float(v), 4) for k, v in gt.groupby("level")["dice"].apply(
-        lambda d: d.fillna(0).mean()).items()} if "level" in gt else {}
+        lambda d: d.fillna(0).mean()).items()}
     return {"images": int(len(ev.images)), "bodies": int(len(gt)),
             "dice_image": round(float(ev.images["dice"].mean()), 4),
             "dice_vertebra": round(float(gt["dice"].fillna(0).mean()), 4),
@@ -74,8 +78,9 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
 def finetune_subset(manifest: Any, n_images: int) -> tuple[Any, Any]:
     """The fine-tuning images of a source and the images of its other patients.
 
-    The first patients by ID give ``n_images`` images (the last of them is the validation image for early
-    stopping); every image of a patient not used is the test set, so no patient is in both.
+    One image per patient (its middle slice, the body most in plane) from the first ``n_images`` patients by ID:
+    five annotated images of five people, as a user would pick them. The last of them is the validation image (its
+    own patient); every image of the patients not used is the test set, so no patient is in both.
 
     Parameters
     ----------
@@ -98,13 +103,17 @@ def finetune_subset(manifest: Any, n_images: int) -> tuple[Any, Any]:
     if n_images < 2:
         raise CervkitInputError(f"fine-tuning needs at least 2 images (train and val), got {n_images}")
     df = manifest.df.sort_values(["patient_id", "image"], kind="stable").reset_index(drop=True)
-    tune = df.head(n_images).copy()
-    used = set(tune["patient_id"].astype(str))
+    patients = sorted(df["patient_id"].astype(str).unique())
+    used = patients[:n_images]
     rest = df[~df["patient_id"].astype(str).isin(used)].reset_index(drop=True)
-    if rest.empty:
-        raise CervkitInputError(f"after {n_images} fine-tuning images no patient is left to test on", manifest.root)
+    if len(used) < n_images or rest.empty:
+        raise CervkitInputError(f"{n_images} fine-tuning patients leave none to test on "
+                                f"({len(patients)} patients)", manifest.root)
+    rows = [df[df["patient_id"].astype(str) == p].iloc[[len(df[df["patient_id"].astype(str) == p]) // 2]]
+            for p in used]
+    tune = pd.concat(rows, ignore_index=True)
     tune["split"] = ["train"] * (len(tune) - 1) + ["val"]
-    return manifest.with_df(tune.reset_index(drop=True)), manifest.with_df(rest)
+    return manifest.with_df(tune), manifest.with_df(rest)
 
 
 def _save(manifest: Any, path: Path) -> Path:
@@ -125,7 +134,9 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
                          extra: Sequence[Any] = (), n_finetune: int = 5, seed: int = 0, device: str | None = None,
                          max_minutes: Mapping[str, Any] | None = None,
                          finetune_minutes: Mapping[str, Any] | None = None,
-                         detector_options: Mapping[str, Any] | None = None, quick: bool = False) -> pd.DataFrame:
+                         detector_options: Mapping[str, Any] | None = None,
+                         finetune_options: Mapping[str, Mapping[str, Any]] | None = None, reuse: bool = False,
+                         quick: bool = False) -> pd.DataFrame:
     """Leave each of ``held_out`` out in turn: train on the rest, score, fine-tune on a few images, score again.
 
     Parameters
@@ -146,6 +157,10 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
         Stage → cap in minutes for training and fine-tuning (``detector``, ``segmenter``).
     detector_options : mapping, optional
         Extra detector options for training (e.g. ``imgsz``, ``epochs``, ``patience``).
+    finetune_options : mapping, optional
+        ``{"detector": {...}, "segmenter": {...}}`` options of the fine-tune (e.g. ``epochs``, ``patience``).
+    reuse : bool
+        Keep a finished ``OUT/<source>/run`` instead of training it again (the fine-tune is always redone).
     quick : bool
         The smoke-test budget.
 
@@ -169,12 +184,17 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
                       for other, m in sources.items() if other != name]
         train_csvs += [_save(_train_val(m, seed), folder / "manifests" / f"extra{i}.csv") for i, m in enumerate(extra)]
         start = time.perf_counter()
-        run = train_run(train_csvs if len(train_csvs) > 1 else train_csvs[0], folder / "run", seed=seed,
-                        device=device, quick=quick, overwrite=True, validate=False,
-                        detector_classes="single",
-                        detector_options=dict(detector_options or {}),
-                        max_minutes=dict(max_minutes) if max_minutes else "auto")
-        minutes = {"unseen": (time.perf_counter() - start) / 60}
+        run = folder / "run"
+        previous = folder / "result.json"
+        if reuse and (run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "done":
+            minutes = {"unseen": json.loads(previous.read_text())["minutes"]["unseen"] if previous.is_file() else None}
+        else:
+            run = train_run(train_csvs if len(train_csvs) > 1 else train_csvs[0], run, seed=seed,
+                            device=device, quick=quick, overwrite=True, validate=False,
+                            detector_classes="single",
+                            detector_options=dict(detector_options or {}),
+                            max_minutes=dict(max_minutes) if max_minutes else "auto")
+            minutes = {"unseen": (time.perf_counter() - start) / 60}
         result: dict[str, Any] = {"held_out": name, "trained_on": [p.stem for p in train_csvs],
                                   "unseen_all": score_source(run, sources[name], folder / "eval_unseen_all",
                                                              device="cpu")}
@@ -183,13 +203,15 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
             tune_csv = _save(tune, folder / "manifests" / "finetune.csv")
             result["unseen"] = score_source(run, rest, folder / "eval_unseen", device="cpu")
             start = time.perf_counter()
+            options = dict(finetune_options or {})
             tuned = train_run(tune_csv, folder / "finetuned", resume=run, seed=seed, device=device, quick=quick,
-                              overwrite=True, validate=False,
+                              overwrite=True, validate=False, detector_options=dict(options.get("detector", {})),
+                              segmenter_options=dict(options.get("segmenter", {})),
                               max_minutes=dict(finetune_minutes) if finetune_minutes else "auto")
             minutes["finetuned"] = (time.perf_counter() - start) / 60
             result["finetuned"] = score_source(tuned, rest, folder / "eval_finetuned", device="cpu")
             result["finetune_images"] = [str(p) for p in tune.df["image"]]
-        result["minutes"] = {k: round(v, 2) for k, v in minutes.items()}
+        result["minutes"] = {k: None if v is None else round(v, 2) for k, v in minutes.items()}
         (folder / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         for stage in ("unseen_all", "unseen", "finetuned"):
             if stage in result:
