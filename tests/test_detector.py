@@ -73,6 +73,30 @@ def test_dataset_labels_match_masks(phantoms, tmp_path: Path) -> None:
         build_yolo_dataset(phantoms, tmp_path / "yolo")
 
 
+def test_zoom_copies_show_other_fields_of_view_in_training_only(phantoms, tmp_path: Path) -> None:
+    import csv
+
+    data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", zoom_copies=(0.5, 2.0))
+    data = _read_yaml(data_yaml)
+    sources = list(csv.DictReader((tmp_path / "yolo" / "sources.csv").open()))
+    n_train, n_val = (len(phantoms.subset(split=s)) for s in ("train", "val"))
+    assert sum(s["split"] == "train" for s in sources) == 3 * n_train, "each training image at 1x, 0.5x and 2x"
+    assert all(float(s["zoom"]) == 1.0 for s in sources if s["split"] == "val"), "validation stays as acquired"
+    assert len(list((Path(data["path"]) / data["val"]).glob("*.png"))) == n_val
+    first = next(s for s in sources if s["split"] == "train" and float(s["zoom"]) == 1.0)
+    mask = read_mask(first["mask"])
+    sizes = {}
+    for factor in ("1", "0.5", "2"):
+        name = first["name"] if factor == "1" else f"{first['name']}_zoom{factor}"
+        boxes, _ = read_yolo_labels(tmp_path / "yolo" / "labels" / "train" / f"{name}.txt", mask.shape)
+        sizes[factor] = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    assert abs(sizes["0.5"] / sizes["1"] - 0.5) < 0.08 and abs(sizes["2"] / sizes["1"] - 2.0) < 0.25, sizes
+    with pytest.raises(CervkitInputError, match="single"):
+        build_yolo_dataset(phantoms, tmp_path / "lv", classes="levels", zoom_copies=(0.5,))
+    with pytest.raises(CervkitInputError, match="positive"):
+        build_yolo_dataset(phantoms, tmp_path / "bad", zoom_copies=(1.0,))
+
+
 def test_dataset_level_classes(phantoms, tmp_path: Path) -> None:
     data_yaml = build_yolo_dataset(phantoms, tmp_path / "yolo", classes="levels")
     assert _read_yaml(data_yaml)["names"] == dict(enumerate(["C2", "C3", "C4", "C5", "C6", "C7"]))

@@ -259,7 +259,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                    level_names: Sequence[str] | None = None, seed: int = 0,
                    device: str | int | None = None, workers: int = 0, augment: Mapping[str, float] | None = None,
                    overrides: Mapping[str, Any] | None = None, ema: tuple[float, float] = (EMA_DECAY, EMA_TAU),
-                   quick: bool | None = None, input_norm: str = "none",
+                   quick: bool | None = None, input_norm: str = "none", zoom_copies: Sequence[float] = (),
                    verbose: bool = False, overwrite: bool = False) -> DetectorRun:
     """Train YOLOv11n on a manifest's ``train`` split, validating (and early stopping) on ``val``.
 
@@ -310,6 +310,9 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
         Default ``"none"``: at the full default budget on the real MRI, ``"equalize"`` scored lower unshifted
         (test Dice 0.951 vs 0.957) and under noise and zoom, and the scanner augmentation alone already held
         T1-like, inverted, gamma and window shifts (``benchmarks/bench_robustness.py``).
+    zoom_copies : sequence of float, optional
+        Field-of-view augmentation: every training image is also learnt zoomed by each factor (e.g. ``(0.5, 2.0)``;
+        :func:`cervkit.training.yolo_dataset.build_yolo_dataset`), recorded in ``config.json``.
     verbose : bool
         Let ultralytics print its progress.
     overwrite : bool
@@ -329,7 +332,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
     out = Path(run_dir).resolve() / "detector"
     check_writable(out / "config.json", overwrite)
     data_yaml = build_yolo_dataset(manifest, out / "data", imgsz=imgsz, classes=classes, level_names=level_names,
-                                   input_norm=input_norm, overwrite=overwrite)
+                                   input_norm=input_norm, zoom_copies=tuple(zoom_copies), overwrite=overwrite)
     ul = import_ultralytics()
     dev = ultralytics_device(device)
     cap, cap_source = resolve_max_minutes(max_minutes, cpu_max_minutes, dev)
@@ -376,7 +379,7 @@ def train_detector(manifest: Manifest | str | PathLike[str], run_dir: str | Path
                             "weights": None if weights is None else str(weights), "classes": classes,
                             "level_names": None if level_names is None else list(level_names),
                             "seed": seed, "device": dev, "workers": workers, "quick": quick,
-                            "input_norm": input_norm,
+                            "input_norm": input_norm, "zoom_copies": [float(f) for f in zoom_copies],
                             "augment": aug, "overrides": dict(overrides or {}), "ema": list(ema)},
               "ultralytics_args": {k: v for k, v in args.items() if k != "verbose"},
               "init": init, "versions": versions(), "data": _data_summary(out / "data"),

@@ -123,7 +123,8 @@ def _yaml(out_dir: Path, splits: Sequence[str], names: Sequence[str]) -> str:
 def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | PathLike[str], *,
                        imgsz: int | None = None, classes: str = "single",
                        splits: Sequence[str] = ("train", "val"), level_names: Sequence[str] | None = None,
-                       input_norm: str = "none", overwrite: bool = False) -> Path:
+                       input_norm: str = "none", zoom_copies: Sequence[float] = (),
+                       overwrite: bool = False) -> Path:
     """Write an ultralytics detection dataset from a manifest with a ``split`` column.
 
     Parameters
@@ -142,6 +143,11 @@ def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | 
         Level class names for ``classes="levels"`` (default C2..C7).
     input_norm : {"none", "equalize"}, default "none"
         Normalisation of the written images (:func:`detector_input`).
+    zoom_copies : sequence of float, optional
+        Field-of-view augmentation: each ``train`` image is also written zoomed by each factor
+        (:func:`cervkit.transforms.shift.zoom` at the same matrix size: 0.5 shows twice the anatomy, 2.0 half of it,
+        bodies cut at the edge kept as the part in view), so the detector meets fields of view it would otherwise
+        never see. Only with ``classes="single"`` (a zoomed-in view loses levels).
     overwrite : bool, default False
         Replace an existing ``data.yaml`` (and the files of the same names); else FileExistsError.
 
@@ -152,6 +158,10 @@ def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | 
     """
     if classes not in ("single", "levels"):
         raise ValueError(f"classes must be 'single' or 'levels', got {classes!r}")
+    if zoom_copies and classes != "single":
+        raise CervkitInputError("zoom copies need the single 'vertebra' class (a zoomed-in view loses levels)")
+    if any(float(f) <= 0 or float(f) == 1.0 for f in zoom_copies):
+        raise CervkitInputError(f"zoom factors must be positive and not 1, got {list(zoom_copies)}")
     man = _load(manifest)
     if "split" not in man.df.columns:
         raise CervkitInputError("manifest has no 'split' column; call cervkit.data.manifest.ensure_split first",
@@ -178,7 +188,19 @@ def build_yolo_dataset(manifest: Manifest | str | PathLike[str], out_dir: str | 
             write_yolo_labels(out / "labels" / split / f"{stem}.txt", boxes_from_labels(labels),
                               labels.shape, cls, overwrite=overwrite)
             sources.append({"split": split, "name": stem, "image": str(row.image), "mask": str(row.mask),
-                            "patient_id": row.patient_id, "n_boxes": len(cls)})
+                            "patient_id": row.patient_id, "n_boxes": len(cls), "zoom": 1.0})
+            for factor in zoom_copies if split == "train" else ():
+                from cervkit.transforms.shift import zoom
+
+                zoomed, zlabels, _ = zoom(image.array, labels, float(factor))
+                zstem = f"{stem}_zoom{float(factor):g}"
+                zboxes = boxes_from_labels(zlabels)
+                write_png(out / "images" / split / f"{zstem}.png", detector_input(zoomed, input_norm),
+                          overwrite=overwrite)
+                write_yolo_labels(out / "labels" / split / f"{zstem}.txt", zboxes, zlabels.shape,
+                                  np.zeros(len(zboxes), dtype=int), overwrite=overwrite)
+                sources.append({"split": split, "name": zstem, "image": str(row.image), "mask": str(row.mask),
+                                "patient_id": row.patient_id, "n_boxes": len(zboxes), "zoom": float(factor)})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(sources[0]))
     writer.writeheader()
