@@ -168,3 +168,21 @@ def test_zoo_store_never_imports_training() -> None:
     code = "import sys, cervkit.zoo.store, cervkit.inference.registry; print([m for m in sys.modules if m.startswith('cervkit.training.')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_recipe_split_is_the_cards_and_the_comparison_uses_it(tmp_path: Path) -> None:
+    from cervkit.evaluation.comparison_split import comparison_split
+    from cervkit.zoo.catalog import recipe_split
+
+    split = recipe_split("xray")
+    card = store.card("xray")
+    test = {f"images/{Path(p).name}" for p in split.df.loc[split.df["split"] == "test", "image"]}
+    assert test == set(card["test_images"]["phantoms_xray"])
+    by_part = {s: set(split.df.loc[split.df["split"] == s, "patient_id"]) for s in ("train", "val", "test")}
+    assert not (by_part["train"] & by_part["test"]) and not (by_part["val"] & by_part["test"])
+    assert {s: len(v) for s, v in by_part.items()} == card["data"]["phantoms_xray"]["split"]
+    small = comparison_split("phantoms_xray", tmp_path / "split.csv", patients=(2, 1, 1))
+    assert small.df.groupby("split")["patient_id"].nunique().to_dict() == {"test": 1, "train": 2, "val": 1}
+    assert set(small.df.loc[small.df["split"] == "test", "patient_id"]) <= by_part["test"], "never-seen patients"
+    with pytest.raises(CervkitInputError, match="no shipped model"):
+        comparison_split("elsewhere", tmp_path / "x.csv")

@@ -187,7 +187,7 @@ def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out
         The run folder, with ``run.json`` status ``done``.
     """
     from cervkit.core.config import quick_mode
-    from cervkit.data.manifest import ensure_split, load_manifest
+    from cervkit.data.manifest import ensure_split, load_manifest, same_split
     from cervkit.data.split import summary
     from cervkit.data.table import save_manifest
     from cervkit.training import finetune
@@ -222,8 +222,10 @@ def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out
         split = load_manifest(split_csv, validate=False)
     else:
         split = ensure_split(manifests[0], split_csv, seed=seed, overwrite=overwrite)
-    if not split_csv.is_file():  # the manifest came with its own split: keep a copy with the run
-        save_manifest(split, split_csv, overwrite=overwrite)
+    if not split_csv.is_file() or not same_split(load_manifest(split_csv, validate=False), split):
+        # the manifest came with its own split: keep a copy with the run (an older run's copy is replaced:
+        # the run folder must say what this run trained on)
+        save_manifest(split, split_csv, overwrite=True)
     info = read_run_info(run)
     info["split"] = {"file": "split.csv", "summary": summary(split).to_dict(orient="records")}
     if len(manifests) > 1:

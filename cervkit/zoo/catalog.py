@@ -12,7 +12,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPES", "Recipe", "Source", "source_manifest", "test_manifest"]
+__all__ = ["RECIPES", "Recipe", "Source", "recipe_split", "source_manifest", "test_manifest"]
 
 
 @dataclass(frozen=True)
@@ -157,24 +157,57 @@ def test_manifest(name: str, *, work_dir: str | PathLike[str] | None = None,
     Returns
     -------
     Manifest
-        Not saved; its images are the card's test images of the chosen sources.
+        Not saved; its images are the card's test images of the chosen sources (:func:`recipe_split`'s test part).
+    """
+    split = recipe_split(name, work_dir=work_dir, sources=sources)
+    return split.with_df(split.df[split.df["split"] == "test"].reset_index(drop=True))
+
+
+def recipe_split(name: str, *, work_dir: str | PathLike[str] | None = None,
+                 sources: Sequence[str] | None = None) -> Any:
+    """The patient split a shipped model was built with (train / val / test per source), recomputed.
+
+    ``zoo build`` splits each source by patient with the recipe's seed; the same call on the same data gives the
+    same split. It is checked against the card: the test images must be exactly the card's, else an error. Use it
+    to train other models on the patients a shipped model trained on and to test them all on the patients it never
+    saw (notebooks 05 and 06).
+
+    Parameters
+    ----------
+    name : str
+        A shipped model.
+    work_dir : str or PathLike, optional
+        Where generated phantoms go (default ``outputs/zoo_check/<name>``).
+    sources : sequence of str, optional
+        Only these sources (default: every source on the card).
+
+    Returns
+    -------
+    Manifest
+        Not saved; ``source`` and ``split`` columns.
+
+    Raises
+    ------
+    CervkitInputError
+        The recomputed test images differ from the card's (other data, or another cervkit split rule).
     """
     from cervkit.core.config import outputs_dir
-    from cervkit.data.sources import combine_sources
+    from cervkit.core.errors import CervkitInputError
+    from cervkit.data.sources import combine_sources, split_sources
     from cervkit.zoo.store import card as read_card
 
     card = read_card(name)
     recipe = RECIPES[name]
     work = Path(work_dir) if work_dir is not None else outputs_dir() / "zoo_check" / name
-    manifests = []
+    parts = []
     for source in recipe.sources:
         if sources is not None and source.name not in sources:
             continue
         table = source_manifest(source, work, quick=bool(card.get("quick_build")), recipe=recipe)
-        wanted = set(card["test_images"].get(source.name, []))
-        keep = [f"{table.image_path(i).parent.name}/{table.image_path(i).name}" in wanted for i in range(len(table))]
-        part = table.with_df(table.df[keep].reset_index(drop=True))
-        part.df["split"] = "test"
-        manifests.append(part)
-    split = combine_sources(manifests, work)
-    return split
+        split = split_sources(combine_sources([table], work), seed=recipe.seed)
+        test = {f"{Path(p).parent.name}/{Path(p).name}" for p in split.df.loc[split.df["split"] == "test", "image"]}
+        if test != set(card["test_images"].get(source.name, [])):
+            raise CervkitInputError(f"the recomputed split of {source.name} does not give the test images on "
+                                    f"{name}'s card; the data or the split rule changed", work)
+        parts.append(split)
+    return combine_sources(parts, work) if len(parts) != 1 else parts[0]
