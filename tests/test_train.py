@@ -61,3 +61,23 @@ def test_levels_refused_when_masks_cover_different_ranges(phantoms: Path, tmp_pa
     path = save_manifest(uneven, tmp_path / "uneven.csv")
     with pytest.raises(CervkitInputError, match="same number of vertebrae"):
         train_run(path, tmp_path / "run", quick=True, detector_classes="levels")
+
+
+def test_a_run_trained_again_on_another_split_records_the_new_split(phantoms: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from cervkit.data.manifest import load_manifest, same_split
+    from cervkit.data.table import save_manifest
+    from cervkit.training.train import train_run
+
+    monkeypatch.setenv("CERVKIT_OUTPUTS", str(tmp_path / "outputs"))
+    full = load_manifest(phantoms)
+    run = train_run(phantoms, tmp_path / "run", quick=True, imgsz=64, device="cpu", validate=False,
+                    detector_classes="single")
+    assert same_split(load_manifest(run / "split.csv", validate=False), full)
+    keep = [p for p in full.patients() if p in set(full.df.loc[full.df["split"] == "train", "patient_id"])][:1]
+    keep += list(full.df.loc[full.df["split"] == "val", "patient_id"].unique()[:1])
+    smaller = save_manifest(full.subset(patients=keep), tmp_path / "smaller.csv")
+    train_run(smaller, run, quick=True, imgsz=64, device="cpu", validate=False, detector_classes="single",
+              overwrite=True)
+    recorded = load_manifest(run / "split.csv", validate=False)
+    assert same_split(recorded, load_manifest(smaller)) and len(recorded) < len(full), "not the old run's split"
