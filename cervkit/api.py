@@ -141,7 +141,8 @@ def segment(image: np.ndarray | Image | str | PathLike[str], model: Any = "auto"
     -------
     cervkit.inference.cascade.CascadePrediction
         ``labels`` (uint8 label map, bodies 1..K top to bottom), ``boxes``, ``scores`` (one detector score
-        per body) and ``seconds``.
+        per body), ``seconds``, and ``level_names`` (label → name, counted from C2's dens; empty when no
+        landmark is in view) with ``levels_unsure``.
     """
     from os import fspath
 
@@ -149,8 +150,14 @@ def segment(image: np.ndarray | Image | str | PathLike[str], model: Any = "auto"
         image = read_image(fspath(image))
     if isinstance(model, str) and model == "auto":
         model = choose_model(image)
+    from cervkit.inference.level_names import name_bodies
+
     predictor = load_model(model, device=device) if isinstance(model, (str, PathLike)) else model
-    return predictor.predict(image)
+    result = predictor.predict(image)
+    if hasattr(result, "level_names"):
+        named = name_bodies(result.labels, spacing_mm=getattr(image, "spacing_mm", None))
+        result.level_names, result.levels_unsure = dict(named.names), bool(named.unsure)
+    return result
 
 
 def measure(labels: np.ndarray, spacing_mm: Sequence[float] | None = None, *,

@@ -80,3 +80,15 @@ def test_predict_names_levels_keeps_a_range_and_the_queue_carries_the_names(tmp_
     bad = tmp_path / "bad"
     assert main(["predict", "--model", "xray", "--levels", "C7-C2", "--out", str(bad), str(folder)]) != 0
     assert not (bad / "predictions.csv").exists(), "a bad range fails before anything is written"
+
+
+def test_segment_returns_level_names_and_per_body_scores() -> None:
+    import cervkit
+
+    ph = _phantom(6)
+    pred = cervkit.segment(ph.image, model="xray")
+    assert len(pred.scores) == len(np.unique(pred.labels)) - 1
+    assert [pred.level_names[k] for k in sorted(pred.level_names)][:6] == ["C2", "C3", "C4", "C5", "C6", "C7"]
+    assert pred.levels_unsure is not None
+    blank = cervkit.segment(np.zeros((256, 256), np.float32), model="xray")  # nothing found, nothing named
+    assert blank.level_names == {} and blank.levels_unsure

@@ -58,6 +58,11 @@ class CascadePrediction:
         float32 (H, W) foreground probability behind :attr:`labels` (the cascade: each pixel's
         highest crop probability, 0 outside every crop); None when the model has none (YOLO-seg).
         Used for the mask uncertainty of :func:`cervkit.inference.confidence.image_confidence`.
+    level_names : dict of int to str
+        Label → level name, filled by :func:`cervkit.segment` (anchored on C2,
+        :func:`cervkit.inference.level_names.name_bodies`); empty when nothing named the bodies.
+    levels_unsure : bool or None
+        Whether the names are unsure (see :func:`~cervkit.inference.level_names.name_bodies`); None until named.
     """
 
     labels: np.ndarray
@@ -68,6 +73,8 @@ class CascadePrediction:
     n_detected: int
     seconds: dict[str, float] = field(default_factory=dict)
     prob: np.ndarray | None = None
+    level_names: dict[int, str] = field(default_factory=dict)
+    levels_unsure: bool | None = None
 
     @property
     def n_vertebrae(self) -> int:
