@@ -57,16 +57,16 @@ def test_index_page_links_notebooks_figures_and_headline_numbers(tmp_path: Path)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "00_shipped_model.png").write_bytes(b"\x89PNG")
     (tmp_path / "figures" / "01_other.png").write_bytes(b"\x89PNG")
-    record_result("00_quickstart", "xray phantom Dice", 0.9512, note="phantom 0", folder=tmp_path / "results")
-    record_result("00_quickstart", "xray phantom Dice", 0.9613, note="phantom 0", folder=tmp_path / "results")
+    record_result("00_quickstart", "xray phantom Dice", 0.4512, note="phantom 0", folder=tmp_path / "results")
+    record_result("00_quickstart", "xray phantom Dice", 0.4613, note="phantom 0", folder=tmp_path / "results")
     assert notebook_html(executed) == executed.with_suffix(".html")
     ok = NotebookResult(path=Path("notebooks/00_quickstart.ipynb"), executed=executed, seconds=12.3)
     bad = NotebookResult(path=Path("notebooks/01_data.ipynb"), executed=tmp_path / "notebooks" / "01_data.ipynb",
                          seconds=1.0, error="AssertionError: boom")
     page = write_index(tmp_path, [ok, bad]).read_text()
     assert "notebooks/00_quickstart.html" in page and "notebooks/00_quickstart.ipynb" in page
-    assert "figures/00_shipped_model.png" in page and "xray phantom Dice" in page and "0.961" in page
-    assert "0.951" not in page, "a number recorded again replaces the old one"
+    assert "figures/00_shipped_model.png" in page and "xray phantom Dice" in page and "0.461" in page
+    assert "0.451" not in page, "a number recorded again replaces the old one"
     assert "FAILED: AssertionError: boom" in page
     assert page.index("<h3>00_quickstart") < page.index("figures/00_shipped_model.png") < page.index("<h3>01_data")
     assert page.index("<h3>01_data") < page.index("figures/01_other.png"), "figures under their own notebook"

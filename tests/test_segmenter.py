@@ -109,7 +109,7 @@ def test_predict_crops_sizes_one_forward_and_paste_geometry() -> None:
     stub.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
     seg = Segmenter(stub, crop_size=64, margin=0.15, device="cpu")
     preds = seg.predict_crops(image, np.asarray(rects, np.float32))
-    assert calls == [3]
+    assert calls == [6], "one forward pass: the three crops and their mirrors in one batch"
     assert all(isinstance(p, CropPrediction) for p in preds)
     for p, rect in zip(preds, rects):
         x0, y0, x1, y1 = p.int_box
@@ -121,6 +121,24 @@ def test_predict_crops_sizes_one_forward_and_paste_geometry() -> None:
         inter, union = (pasted & truth).sum(), (pasted | truth).sum()
         assert inter / union > 0.9
     assert seg.predict_crops(image, np.zeros((0, 4), np.float32)) == []
+
+
+class _Ramp(torch.nn.Module):
+    """Logits rising left to right, whatever the input: the mirror of a crop disagrees with it."""
+
+    build_config = {"name": "ramp"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linspace(-4.0, 4.0, x.shape[-1]).expand_as(x).clone()
+
+
+def test_mirroring_averages_a_crop_and_its_mirror() -> None:
+    image = np.full((64, 64), 0.5, np.float32)
+    box = np.array([[8, 8, 56, 56]], np.float32)
+    plain = Segmenter(_Ramp(), crop_size=32, margin=0.0, device="cpu", mirror=False).predict_crops(image, box)[0]
+    mirrored = Segmenter(_Ramp(), crop_size=32, margin=0.0, device="cpu").predict_crops(image, box)[0]
+    assert plain.prob[:, 0].mean() < 0.1 and plain.prob[:, -1].mean() > 0.9, "the ramp as it is"
+    np.testing.assert_allclose(mirrored.prob, 0.5, atol=1e-5)  # sigmoid(r) and sigmoid(-r) average to one half
 
 
 def test_normalise_crop_is_scale_free() -> None:
