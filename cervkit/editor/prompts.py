@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from cervkit.core.errors import CervkitInputError
+from cervkit.labels.instances import boxes_from_labels
 
 __all__ = ["PromptResult", "box_prompt_labels", "crop_segmenter", "grown_box"]
 
@@ -92,13 +93,9 @@ def _covered(prompt: Sequence[float], body: Sequence[float]) -> float:
 
 
 def _body_boxes(labels: np.ndarray) -> dict[int, tuple[float, float, float, float]]:
-    out = {}
-    for k in np.unique(labels):
-        if k == 0:
-            continue
-        rows, cols = np.nonzero(labels == k)
-        out[int(k)] = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
-    return out
+    """Body → its tight pixel-edge box (:func:`cervkit.labels.instances.boxes_from_labels`)."""
+    present = [int(v) for v in np.unique(labels) if v]
+    return {k: (float(b[0]), float(b[1]), float(b[2]), float(b[3])) for k, b in zip(present, boxes_from_labels(labels))}
 
 
 def grown_box(labels: np.ndarray, label: int, margin: float = 0.15) -> tuple[float, float, float, float]:
