@@ -20,10 +20,11 @@ import numpy as np
 from cervkit.core.errors import CervkitInputError
 from cervkit.core.image import Image
 from cervkit.editor import tools
+from cervkit.editor.exports import ExportOps
 from cervkit.editor.history import History, Step
 from cervkit.editor.keys import SHORTCUTS, TOOLS, normalize_key, resize_brush
+from cervkit.editor.model_ops import ModelOps
 from cervkit.editor.persist import read_autosave, write_autosave
-from cervkit.editor.prompts import PromptResult, box_prompt_labels, crop_segmenter, grown_box
 
 __all__ = ["CLEAN_OPS", "EditorState", "SHORTCUTS"]
 
@@ -32,7 +33,7 @@ Points = Sequence[Sequence[float]] | np.ndarray
 Listener = Callable[[tools.BBox | None, str], None]
 
 
-class EditorState:
+class EditorState(ModelOps, ExportOps):
     """Image + label map + tools + undo/redo + autosave, without any UI.
 
     Parameters
@@ -332,93 +333,6 @@ class EditorState:
         new = self._checked(labels)
         return self._commit(new, tools.changed_bbox(self.labels, new), reason)
 
-    def box_prompt(self, x0: float, y0: float, x1: float, y1: float, model: Any, *,
-                   replace: int | None = None) -> PromptResult:
-        """Segment the body inside a box with the model's crop segmenter, as one undoable step.
-
-        Parameters
-        ----------
-        x0, y0, x1, y1 : float
-            The box in image pixels (any corner order).
-        model : str, PathLike or object
-            A shipped model's name, a run folder, a cascade or a crop segmenter
-            (:func:`cervkit.editor.prompts.crop_segmenter`; loaded once and kept).
-        replace : int, optional
-            Redraw this body; default the body the box mostly covers, else a new body.
-
-        Returns
-        -------
-        cervkit.editor.prompts.PromptResult
-            The edit; ``label`` 0 (and no step) when nothing was found in the box.
-        """
-        segmenter = self._prompt_segmenter(model)
-        result = box_prompt_labels(self.image, self.labels, (x0, y0, x1, y1), segmenter, replace=replace)
-        if result.label:
-            self._commit(result.labels, tools.changed_bbox(self.labels, result.labels),
-                         "box prompt" if not result.replaced else "box prompt (redraw)", active_after=result.label)
-        return result
-
-    def refine_body(self, label: int, model: Any, *, margin: float = 0.15) -> PromptResult:
-        """Re-segment one body from its box grown by ``margin`` (a body cut too tight is fixed in one click).
-
-        Parameters
-        ----------
-        label : int
-            The body to redraw.
-        model : str, PathLike or object
-            As in :meth:`box_prompt`.
-        margin : float
-            Fraction of the body's size added on every side.
-
-        Returns
-        -------
-        cervkit.editor.prompts.PromptResult
-        """
-        return self.box_prompt(*grown_box(self.labels, label, margin), model, replace=int(label))
-
-    def body_at(self, x: float, y: float) -> int:
-        """The body under an image point (0 for background).
-
-        Parameters
-        ----------
-        x, y : float
-            Image pixel coordinates (column, row).
-
-        Returns
-        -------
-        int
-        """
-        row, col = int(np.clip(y, 0, self.shape[0] - 1)), int(np.clip(x, 0, self.shape[1] - 1))
-        return int(self.labels[row, col])
-
-    def name_levels(self, protocol: str | Sequence[str] | None = None) -> Any:
-        """Name the bodies from anatomy (C2's dens anchors the count), else in the order of ``protocol``.
-
-        Sets :attr:`level_names` (the selector, the canvas and the exports show them); no undo step, since
-        the label map is unchanged.
-
-        Parameters
-        ----------
-        protocol : str or sequence of str, optional
-            The levels the image shows (``"C2-C7"``); see :func:`cervkit.inference.level_names.name_bodies`.
-
-        Returns
-        -------
-        cervkit.inference.level_names.LevelNames
-            The names, their anchor and whether they are unsure (with reasons).
-        """
-        from cervkit.inference.level_names import name_bodies
-
-        named = name_bodies(self.labels, spacing_mm=self.spacing_mm, protocol=protocol)
-        self.level_names = dict(named.names)
-        return named
-
-    def _prompt_segmenter(self, model: Any) -> Any:
-        key = model if isinstance(model, (str, PathLike)) else id(model)
-        if key not in self._prompt_models:
-            self._prompt_models[key] = crop_segmenter(model)
-        return self._prompt_models[key]
-
     def undo(self) -> tools.BBox | None:
         """Revert the last step; return its changed rectangle (None if nothing to undo).
 
@@ -575,62 +489,3 @@ class EditorState:
 
             labels = read_mask(labels)
         return cls(image, labels, **kwargs)
-
-    def export_labels(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as 8-bit PNG (:func:`cervkit.export.bundle.write_label_png`), atomically.
-
-        Parameters
-        ----------
-        path : str or PathLike
-            Destination PNG.
-        overwrite : bool, default False
-            Replace an existing file; otherwise an existing ``path`` raises.
-
-        Returns
-        -------
-        pathlib.Path
-            The written file.
-        """
-        from cervkit.export.bundle import write_label_png
-
-        return write_label_png(path, self.labels, overwrite=overwrite)
-
-    def export_overlay(self, path: str | PathLike[str], *, alpha: float = 0.4, overwrite: bool = False) -> Path:
-        """Write the image with coloured labels as RGB PNG (:func:`cervkit.export.bundle.write_overlay_png`).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            Destination PNG.
-        alpha : float, default 0.4
-            Opacity of the label colours.
-        overwrite : bool, default False
-            Replace an existing file; otherwise an existing ``path`` raises.
-
-        Returns
-        -------
-        pathlib.Path
-            The written file.
-        """
-        from cervkit.export.bundle import write_overlay_png
-
-        return write_overlay_png(path, self.image, self.labels, alpha=alpha, overwrite=overwrite)
-
-    def export_nifti(self, path: str | PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the label map as one-slice NIfTI with the spacing (:func:`cervkit.export.bundle.write_label_nifti`).
-
-        Parameters
-        ----------
-        path : str or PathLike
-            Destination ``.nii`` or ``.nii.gz``.
-        overwrite : bool, default False
-            Replace an existing file; otherwise an existing ``path`` raises.
-
-        Returns
-        -------
-        pathlib.Path
-            The written file.
-        """
-        from cervkit.export.bundle import write_label_nifti
-
-        return write_label_nifti(path, self.labels, self.spacing_mm, overwrite=overwrite)
