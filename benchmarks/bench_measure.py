@@ -8,12 +8,19 @@ by the method, not given) and compares with the angles the phantom was drawn wit
 percentile and max of the absolute errors per style and angle kind, lists the worst cases, and
 writes one row per phantom and angle to ``--out``/errors.csv and the summary to summary.csv.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_measure.py --n 200 --size 512
+Shapes the project did not draw (#15): ``--rect-n`` columns of rotated rectangles drawn with PIL by
+``tests/rect_columns.py`` (six bodies, C2 taller, tilts −25…+20°, 384 px), measured with
+:func:`cervkit.measure`. Their C2–C7 Cobb error is taken against the polygons PIL filled (whole-pixel
+corners) and, to show what PIL's rounding alone costs, against the unrounded rectangles; with the number
+of maps flagged ``levels_unsure`` it goes to rect_errors.csv, rect_summary.csv and rectangles.png.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_measure.py --n 200 --size 512 --rect-n 200
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 STYLES = ("xray", "mri")
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def phantom_errors(style: str, seed: int, size: int) -> list[dict[str, Any]]:
@@ -85,6 +93,86 @@ def summarise(errors: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rectangle_errors(seed: int) -> dict[str, Any]:
+    """Measured minus true C2–C7 Cobb angle of one PIL rectangle column (``tests/rect_columns.py``).
+
+    Parameters
+    ----------
+    seed : int
+        Column seed.
+
+    Returns
+    -------
+    dict
+        seed, true (from the drawn polygons), measured, error, error against the unrounded rectangles
+        (NaN when not measured), levels_unsure, levels right, anterior side right.
+    """
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    from rect_columns import rectangle_column
+
+    from cervkit.api import measure
+    from cervkit.measurements.levels import CERVICAL_LEVELS
+
+    labels, geo = rectangle_column(seed)
+    row, _ = measure(labels)
+    got = float("nan") if row["c2c7_cobb_deg"] is None else float(row["c2c7_cobb_deg"])
+    return {"seed": seed, "true_deg": geo["c2c7_cobb_deg"], "measured_deg": got,
+            "error_deg": got - geo["c2c7_cobb_deg"],
+            "error_vs_unrounded_deg": got - (geo["tilts_deg"][0] - geo["tilts_deg"][-1]),
+            "levels_unsure": bool(row["levels_unsure"]),
+            "levels_right": row["levels"] == " ".join(CERVICAL_LEVELS),
+            "side_right": row["anterior_side"] == geo["side"]}
+
+
+def rectangles(n: int, out: Path) -> pd.DataFrame:
+    """Cobb errors on ``n`` PIL rectangle columns: CSV files, a figure, and the summary.
+
+    Parameters
+    ----------
+    n : int
+        Columns (seeds 0 … n−1).
+    out : pathlib.Path
+        Folder for rect_errors.csv, rect_summary.csv and rectangles.png.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ground truth (drawn polygons, unrounded rectangles): n, levels_unsure,
+        not_measured, mean_abs_deg, p95_abs_deg, max_abs_deg.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    errors = pd.DataFrame([rectangle_errors(seed) for seed in range(n)])
+    rows = []
+    for truth, col in (("drawn polygons", "error_deg"), ("unrounded rectangles", "error_vs_unrounded_deg")):
+        err = errors[col].abs()
+        rows.append({"truth": truth, "n": n, "levels_unsure": int(errors["levels_unsure"].sum()),
+                     "not_measured": int(err.isna().sum()), "mean_abs_deg": round(float(err.mean()), 3),
+                     "p95_abs_deg": round(float(np.nanpercentile(err, 95)), 3),
+                     "max_abs_deg": round(float(err.max()), 3)})
+    summary = pd.DataFrame(rows)
+    errors.to_csv(out / "rect_errors.csv", index=False)
+    summary.to_csv(out / "rect_summary.csv", index=False)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.8))
+    ax0.scatter(errors["true_deg"], errors["measured_deg"], s=8)
+    lim = [errors["true_deg"].min() - 2, errors["true_deg"].max() + 2]
+    ax0.plot(lim, lim, "k--", lw=0.8)
+    ax0.set(xlabel="drawn C2–C7 Cobb (deg)", ylabel="measured (deg)", title=f"{n} PIL rectangle columns")
+    bins = np.linspace(-3.5, 3.5, 57)
+    ax1.hist(errors["error_vs_unrounded_deg"].dropna(), bins=bins, alpha=0.5, label="vs unrounded rectangles")
+    ax1.hist(errors["error_deg"].dropna(), bins=bins, alpha=0.7, label="vs drawn polygons")
+    ax1.set(xlabel="Cobb error (deg)", ylabel="columns", title="measured − true")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "rectangles.png", dpi=120)
+    plt.close(fig)
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="phantoms per style")
@@ -92,15 +180,23 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--out", default="outputs/bench_measure")
     parser.add_argument("--worst", type=int, default=8, help="worst cases to print")
+    parser.add_argument("--rect-n", type=int, default=200, help="PIL rectangle columns (0: none)")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.rect_n:
+        start = time.perf_counter()
+        summary = rectangles(args.rect_n, out)
+        print(f"{args.rect_n} PIL rectangle columns, {time.perf_counter() - start:.0f} s")
+        print(summary.to_string(index=False))
+    if not args.n:
+        return 0
     start = time.perf_counter()
     rows = [row for i, style in enumerate(STYLES)
             for seed in range(args.seed0 + i * args.n, args.seed0 + (i + 1) * args.n)
             for row in phantom_errors(style, seed, args.size)]
     errors = pd.DataFrame(rows)
     summary = summarise(errors)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     errors.to_csv(out / "errors.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     print(f"{args.n} phantoms per style, {args.size} px, {time.perf_counter() - start:.0f} s")
