@@ -22,6 +22,16 @@ namings on the prediction with its bottom body dropped (a C7 that was never dete
     # continue a detector that had too few epochs (5 min on a shared CPU: 18 epochs, mAP50 0.03)
     OMP_NUM_THREADS=1 python benchmarks/bench_levels.py --overwrite --detector-weights W.pt --detector-minutes 10
     python benchmarks/bench_levels.py --run outputs/runs/phantom_levels      # evaluate an existing run
+
+``--zoo xray mri`` measures the **shipped** models instead (single-class detector, names from
+:func:`cervkit.inference.level_names.name_bodies` anchored on C2, as :func:`cervkit.segment` does): on each
+model card's phantom test images (:func:`cervkit.zoo.catalog.test_manifest`; true levels from their geometry
+JSON) and on ``--n-test`` fresh held-out phantoms (X-ray: every other one with C7 behind the shoulders). Per
+annotated body: found (a predicted body at IoU >= 0.5) and named right. ``accuracy_all`` counts a missed body
+and a found body with a wrong (or no) name as errors; ``accuracy_found`` is over the found bodies only.
+Writes ``<out>/summary.csv`` (one row per model, set and group) and ``<out>/bodies.csv``.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_levels.py --zoo xray mri --out outputs/bench_levels_zoo
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +207,112 @@ def evaluate(run: Path, n_test: int, size: int, seed0: int) -> tuple[dict[str, A
     return report, rows
 
 
+def name_bodies_scored(pred: np.ndarray, gt: np.ndarray, gt_level: Mapping[int, str],
+                       spacing_mm: tuple[float, float] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Name the predicted bodies from C2 and score each annotated body: found, and named right.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Predicted and true label maps.
+    gt_level : mapping of int to str
+        True label → level name.
+    spacing_mm : (float, float), optional
+        Pixel spacing passed to :func:`cervkit.inference.level_names.name_bodies`.
+
+    Returns
+    -------
+    (list of dict, dict)
+        Per annotated body ``level``, ``found``, ``name`` (the found body's name, None when unnamed or
+        missed), ``right``; and for the image ``anchor``, ``unsure``, ``extra_named`` (unmatched predicted
+        bodies carrying one of the annotated level names).
+    """
+    from cervkit.evaluation.matching import match_instances
+    from cervkit.inference.level_names import name_bodies
+
+    named = name_bodies(pred, spacing_mm=spacing_mm)
+    pred_of_gt = {m.gt_label: m.pred_label for m in match_instances(pred, gt, 0.5).matches}
+    bodies = []
+    for g, level in sorted(gt_level.items()):
+        if not (gt == g).any():
+            continue
+        p = pred_of_gt.get(g)
+        name = named.names.get(p) if p is not None else None
+        bodies.append({"level": level, "found": p is not None, "name": name, "right": name == level})
+    matched = set(pred_of_gt.values())
+    extra = sum(n in gt_level.values() for p, n in named.names.items() if p not in matched)
+    return bodies, {"anchor": named.anchor, "unsure": named.unsure, "extra_named": int(extra)}
+
+
+def _zoo_cases(name: str, n_test: int, seed0: int) -> Iterator[tuple[str, str, str, np.ndarray, np.ndarray,
+                                                                     dict[int, str], Any]]:
+    """(set, group, image id, image, true labels, label → level, spacing) of a shipped model's phantoms."""
+    from cervkit.data.synth.phantom import make_phantom
+    from cervkit.io.images import read_image, read_mask
+    from cervkit.zoo.catalog import RECIPES, test_manifest
+
+    phantom_sources = [s for s in RECIPES[name].sources if s.phantoms is not None]
+    for source in phantom_sources:
+        for row in test_manifest(name, sources=[source.name]).rows():
+            geometry = json.loads((row.image.parent.parent / str(row.extra["geometry"])).read_text())
+            group = "occluded_c7" if "C7" in geometry["occluded_levels"] else "normal"
+            gt_level = {int(v["label"]): lv for lv, v in geometry["vertebrae"].items()}
+            yield ("card_test", group, row.image.name, read_image(row.image).array, read_mask(row.mask), gt_level,
+                   row.pixel_spacing_mm)
+        style, size = source.phantoms["style"], tuple(source.phantoms["size"])
+        for i in range(n_test):
+            extra = {"occlude": i % 2 == 0} if style == "xray" else {}
+            ph = make_phantom(style, seed=seed0 + i, size=size, **extra)
+            group = "occluded_c7" if "C7" in ph.geometry["occluded_levels"] else "normal"
+            gt_level = {int(v["label"]): lv for lv, v in ph.geometry["vertebrae"].items()}
+            yield "fresh", group, f"seed{seed0 + i}", ph.image, ph.labels, gt_level, ph.spacing_mm
+
+
+def evaluate_zoo(names: list[str], n_test: int, seed0: int) -> tuple[Any, Any]:
+    """Level-name accuracy of the shipped models on their phantom test images and on fresh phantoms.
+
+    Parameters
+    ----------
+    names : list of str
+        Shipped models (``xray``, ``mri``).
+    n_test : int
+        Fresh held-out phantoms per model (seeds from ``seed0``).
+    seed0 : int
+        First fresh phantom seed.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        Summary per (model, set, group), incl. ``all``: bodies, found, named_right, wrong_name, missed,
+        accuracy_all (right / bodies), accuracy_found (right / found), images, images_all_right, unsure,
+        extra_named; and one row per annotated body.
+    """
+    import pandas as pd
+
+    from cervkit.inference.registry import load_predictor
+
+    rows = []
+    for name in names:
+        predictor = load_predictor(name, device="cpu")
+        for kind, group, image_id, image, gt, gt_level, spacing in _zoo_cases(name, n_test, seed0):
+            bodies, info = name_bodies_scored(predictor.predict(image).labels, gt, gt_level, spacing)
+            rows += [{"model": name, "set": kind, "group": group, "image": image_id, **b, **info} for b in bodies]
+    bodies = pd.DataFrame(rows)
+    parts = []
+    for keys, frame in [*bodies.groupby(["model", "set", "group"]),
+                        *((k + ("all",), f) for k, f in bodies.groupby(["model", "set"]))]:
+        per_image = frame.groupby("image")
+        right, found = int(frame["right"].sum()), int(frame["found"].sum())
+        parts.append({"model": keys[0], "set": keys[1], "group": keys[2], "images": per_image.ngroups,
+                      "bodies": len(frame), "found": found, "named_right": right, "wrong_name": found - right,
+                      "missed": len(frame) - found, "accuracy_all": right / len(frame),
+                      "accuracy_found": right / found if found else float("nan"),
+                      "images_all_right": int(per_image["right"].all().sum()),
+                      "unsure": int(per_image["unsure"].first().sum()),
+                      "extra_named": int(per_image["extra_named"].first().sum())})
+    return pd.DataFrame(parts), bodies
+
+
 def gt_level_inv(gt_level: Mapping[int, str]) -> dict[str, int]:
     """Level name → true label."""
     return {name: label for label, name in gt_level.items()}
@@ -205,6 +321,7 @@ def gt_level_inv(gt_level: Mapping[int, str]) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="an existing run folder (skip training)")
+    parser.add_argument("--zoo", nargs="*", help="measure these shipped models instead (xray, mri); see above")
     parser.add_argument("--out", default="outputs/runs/phantom_levels", help="run folder to train into")
     parser.add_argument("--data", default="outputs/phantom_levels_data", help="training phantoms folder")
     parser.add_argument("--n-train", type=int, default=90)
@@ -221,6 +338,18 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    if args.zoo:
+        import pandas as pd
+
+        summary, bodies = evaluate_zoo(args.zoo, args.n_test, args.test_seed)
+        out = Path(args.out if args.out != parser.get_default("out") else "outputs/bench_levels_zoo")
+        out.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(out / "summary.csv", index=False, float_format="%.4f")
+        bodies.to_csv(out / "bodies.csv", index=False)
+        with pd.option_context("display.width", 200):
+            print(summary.round(4).to_string(index=False))
+        print(f"{time.perf_counter() - start:.0f} s, threads {args.threads}; tables in {out}")
+        return 0
     run = Path(args.run) if args.run else train(args)
     train_minutes = (time.perf_counter() - start) / 60
     report, rows = evaluate(run, args.n_test, args.size, args.test_seed)

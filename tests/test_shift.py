@@ -14,6 +14,7 @@ from cervkit.transforms.shift import (
     contrast,
     gamma,
     invert,
+    matrix,
     resample,
     rician_noise,
     shift_grid,
@@ -36,7 +37,7 @@ def _phantom(h: int = 80, w: int = 60) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 1), labels
 
 
-@pytest.mark.parametrize("name, severity", [c for c in shift_grid() if c[0] != "zoom"])
+@pytest.mark.parametrize("name, severity", [c for c in shift_grid() if c[0] == "none" or not SHIFTS[c[0]].geometric])
 def test_intensity_shifts_keep_shape_range_and_labels(name: str, severity: float) -> None:
     image, labels = _phantom()
     out = apply_shift(name, image, labels, severity, seed=3)
@@ -119,7 +120,7 @@ def test_zoom_in_labels_are_the_central_crop_repeated() -> None:
     assert scale == (0.5, 0.5) and img.shape == image.shape and img.dtype == np.float32
 
 
-@pytest.mark.parametrize("factor", [0.5, 0.6, 0.8, 1.25, 1.5])
+@pytest.mark.parametrize("factor", [0.5, 0.6, 0.8, 1.25, 1.5, 2.0])
 def test_zoom_moves_boxes_and_image_edges_alike(factor: float) -> None:
     image, labels = _phantom(80, 60)
     img, lab, scale = zoom(image, labels, factor)
@@ -135,6 +136,23 @@ def test_zoom_moves_boxes_and_image_edges_alike(factor: float) -> None:
     # the darker body in the image sits where its label is (linear image vs nearest mask)
     body = lab > 0
     assert img[body].mean() < 0.25 < img[(~body) & (np.abs(img - 0.3) < 0.05)].mean()
+
+
+@pytest.mark.parametrize("size", [32, 256])
+def test_matrix_resamples_the_whole_view_and_labels_nearest(size: int) -> None:
+    image, labels = _phantom(80, 60)
+    out = apply_shift("matrix", image, labels, float(size))
+    assert out.image.shape == out.labels.shape == (size, size) and out.image.dtype == np.float32
+    assert 0.0 <= out.image.min() and out.image.max() <= 1.0
+    assert out.pixel_scale == (80 / size, 60 / size)
+    assert set(np.unique(out.labels)) == {0, 1, 2, 3}  # label values never blended, every body kept
+    sy, sx = size / 80, size / 60
+    expected = boxes_from_labels(labels) * np.array([sx, sy, sx, sy])
+    assert np.allclose(boxes_from_labels(out.labels), expected, atol=1.0)
+    body = out.labels > 0
+    assert out.image[body].mean() < 0.25  # the darker bodies sit where their labels are
+    with pytest.raises(ValueError):
+        matrix(image, labels, 1)
 
 
 def test_zoom_in_drops_bodies_that_leave_the_view_and_renumbers() -> None:

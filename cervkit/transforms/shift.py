@@ -3,8 +3,8 @@
 There is no T1 or second-scanner data in this project, so robustness is shown with documented
 transforms of the real T2 images (``benchmarks/bench_robustness.py``). Each transform takes a float
 image in [0, 1] (and, for geometric ones, its label map) and returns float32 in [0, 1] of the same
-shape; intensity shifts never touch the label map, geometric ones move it with nearest-neighbour
-resampling (label values are never blended).
+shape (``matrix``: of its own size); intensity shifts never touch the label map, geometric ones move
+it with nearest-neighbour resampling (label values are never blended).
 
 Intensity (``labels`` unchanged):
 
@@ -21,11 +21,13 @@ Intensity (``labels`` unchanged):
 * :func:`blur` — Gaussian blur; :func:`resample` — acquired at ``factor`` × the resolution
   (area down-sampling, bilinear back up).
 
-Geometric (image and labels alike; flips are not a scanner shift and are left out):
+Geometric (image and labels alike, :mod:`cervkit.transforms.fov`; flips are not a scanner shift, left out):
 
 * :func:`zoom` — other field of view at the same matrix size: ``factor < 1`` zooms out (the anatomy
   shrinks, zero padding around it), ``factor > 1`` zooms in (central crop, some vertebrae may be cut
   or leave the image; labels are renumbered 1..K top to bottom).
+* :func:`matrix` — a small image: the whole view resampled to ``size`` × ``size`` (area averaging, labels
+  nearest-neighbour), scored at that size.
 
 :data:`SHIFTS` names every shift with its severity grid; :func:`apply_shift` applies one by name and
 reports how the pixel size changed (for distances in mm).
@@ -41,7 +43,7 @@ import numpy as np
 
 from cervkit.core.errors import CervkitInputError
 from cervkit.io.resize import resize
-from cervkit.labels.instances import relabel_top_to_bottom
+from cervkit.transforms.fov import matrix, zoom
 
 
 def _check(image: np.ndarray) -> np.ndarray:
@@ -260,50 +262,6 @@ def resample(image: np.ndarray, factor: float) -> np.ndarray:
     return _out(resize(small, (h, w), nearest=False))
 
 
-def zoom(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Another field of view at the same matrix size; the label map follows exactly (nearest).
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        float (H, W) in [0, 1].
-    labels : numpy.ndarray
-        Label map (H, W).
-    factor : float
-        < 1: zoom out (anatomy scaled to ``round(H·factor) × round(W·factor)``, centred, zero padding);
-        > 1: zoom in (central ``round(H/factor) × round(W/factor)`` crop scaled up to H × W).
-
-    Returns
-    -------
-    image : numpy.ndarray
-        float32 (H, W) in [0, 1].
-    labels : numpy.ndarray
-        uint8 (H, W), renumbered 1..K top to bottom (vertebrae cropped away are gone).
-    pixel_scale : tuple of float
-        New pixel size / old pixel size per axis (row, col).
-    """
-    arr = _check(image)
-    lab = np.asarray(labels).astype(np.uint8)
-    if lab.shape != arr.shape:
-        raise CervkitInputError(f"image {arr.shape} and label map {lab.shape} differ in shape")
-    if factor <= 0:
-        raise ValueError(f"zoom factor must be positive, got {factor}")
-    h, w = arr.shape
-    if factor >= 1.0:
-        ch, cw = max(1, round(h / factor)), max(1, round(w / factor))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        img = resize(arr[y0:y0 + ch, x0:x0 + cw], (h, w), nearest=False)
-        out_lab = resize(lab[y0:y0 + ch, x0:x0 + cw], (h, w), nearest=True)
-        return _out(img), relabel_top_to_bottom(out_lab), (ch / h, cw / w)
-    sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
-    y0, x0 = (h - sh) // 2, (w - sw) // 2
-    img = np.zeros_like(arr)
-    out_lab = np.zeros_like(lab)
-    img[y0:y0 + sh, x0:x0 + sw] = resize(arr, (sh, sw), nearest=False)
-    out_lab[y0:y0 + sh, x0:x0 + sw] = resize(lab, (sh, sw), nearest=True)
-    return _out(img), relabel_top_to_bottom(out_lab), (h / sh, w / sw)
-
-
 @dataclass(frozen=True)
 class Shift:
     """One named shift: its function of (image, severity, seed) and its severity grid."""
@@ -345,7 +303,8 @@ SHIFTS: dict[str, Shift] = {s.name: s for s in (
     Shift("rician_noise", (0.03, 0.06, 0.1), False, "Rician noise sigma"),
     Shift("blur", (1.0, 2.0), False, "Gaussian blur sigma in pixels"),
     Shift("resample", (0.5, 0.33), False, "acquired at severity x the resolution"),
-    Shift("zoom", (0.6, 0.8, 1.25, 1.5), True, "field of view: <1 zoom out + pad, >1 central crop"),
+    Shift("zoom", (0.5, 0.6, 0.8, 1.25, 1.5, 2.0), True, "field of view: <1 zoom out + pad, >1 central crop"),
+    Shift("matrix", (256,), True, "whole view resampled to severity x severity pixels"),
 )}
 """Every shift by name, with the severity grid of ``benchmarks/bench_robustness.py``."""
 
@@ -369,13 +328,13 @@ def apply_shift(name: str, image: np.ndarray, labels: np.ndarray, severity: floa
     Returns
     -------
     Shifted
-        The new image (float32 [0, 1], same shape), labels (uint8) and pixel-size change.
+        The new image (float32 [0, 1]; same shape but for ``matrix``), labels (uint8) and pixel-size change.
     """
     lab = np.asarray(labels).astype(np.uint8)
     if name == "none":
         return Shifted(_check(image), lab.copy())
-    if name == "zoom":
-        img, new_lab, scale = zoom(image, lab, severity)
+    if name in ("zoom", "matrix"):
+        img, new_lab, scale = zoom(image, lab, severity) if name == "zoom" else matrix(image, lab, int(severity))
         return Shifted(img, new_lab, scale)
     if name not in _INTENSITY:
         raise CervkitInputError(f"unknown shift {name!r}; use one of {['none', *SHIFTS]}")
