@@ -155,7 +155,8 @@ def segment(image: np.ndarray | Image | str | PathLike[str], model: Any = "auto"
     predictor = load_model(model, device=device) if isinstance(model, (str, PathLike)) else model
     result = predictor.predict(image)
     if hasattr(result, "level_names"):
-        named = name_bodies(result.labels, spacing_mm=getattr(image, "spacing_mm", None))
+        named = name_bodies(result.labels, spacing_mm=getattr(image, "spacing_mm", None),
+                            anchor_scores=getattr(result, "anchor_scores", None) or None)
         result.level_names, result.levels_unsure = dict(named.names), bool(named.unsure)
     return result
 

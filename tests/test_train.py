@@ -33,7 +33,8 @@ def test_yolo_unet_run_is_complete_and_per_level(phantoms: Path, tmp_path: Path,
     monkeypatch.setenv("CERVKIT_OUTPUTS", str(tmp_path / "outputs"))
     run = train_run(phantoms, tmp_path / "run", quick=True, imgsz=64, device="cpu")
     info = read_run_info(run)
-    assert info["status"] == "done" and info["stages"] == {"detector": "detector", "segmenter": "segmenter"}
+    assert info["status"] == "done" and info["stages"] == {"detector": "detector", "segmenter": "segmenter",
+                                                           "anchor": "anchor"}  # phantoms annotate C2
     assert info["detector_classes"] == {"classes": "levels", "level_names": ["C2", "C3", "C4", "C5", "C6", "C7"]}
     # every stage's cap in force and stop reason (quick mode: 2 epochs, well within the CPU default caps)
     assert {s: (v["stop_reason"], v["epochs_run"]) for s, v in info["limits"].items()} == {

@@ -39,7 +39,9 @@ def test_the_recipe_writes_a_run_folder_and_a_card_that_matches_it(in_quick_zoo:
     assert card["recipe"]["command"] == "python -m cervkit zoo build xray" and card["recipe"]["seed"] == 0
     assert card["quick_build"] is True and card["modality"] == "XR"
     assert set(card["files"]) == {"run.json", "detector/config.json", "detector/weights/best.pt",
-                                  "segmenter/config.json", "segmenter/model.pt"}
+                                  "segmenter/config.json", "segmenter/model.pt", "anchor/config.json",
+                                  "anchor/model.pt"}
+    assert card["recipe"]["anchor"] == {"epochs": 1, "patience": 12}
     assert {"cervkit", "torch", "ultralytics"} <= set(card["versions"])
     assert card["data"]["phantoms_xray"]["split"] == {"train": 1, "val": 1, "test": 1}
     assert card["test_images"]["phantoms_xray"] and card["intended_use"] and card["limits"] and card["terms"]
@@ -49,8 +51,9 @@ def test_the_recipe_writes_a_run_folder_and_a_card_that_matches_it(in_quick_zoo:
     assert "python -m cervkit zoo build xray" in md and card["files"]["segmenter/model.pt"] in md
     import torch
 
-    payload = torch.load(in_quick_zoo / "xray" / "segmenter" / "model.pt", weights_only=True)
-    assert {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    for stage in ("segmenter", "anchor"):
+        payload = torch.load(in_quick_zoo / "xray" / stage / "model.pt", weights_only=True)
+        assert {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()} == {torch.float16}
 
 
 def test_a_quick_build_never_writes_into_the_package() -> None:

@@ -92,8 +92,9 @@ class ModelOps:
         row, col = int(np.clip(y, 0, self.shape[0] - 1)), int(np.clip(x, 0, self.shape[1] - 1))
         return int(self.labels[row, col])
 
-    def name_levels(self, protocol: str | Sequence[str] | None = None) -> Any:
-        """Name the bodies from anatomy (C2's dens anchors the count), else in the order of ``protocol``.
+    def name_levels(self, protocol: str | Sequence[str] | None = None, model: Any = None) -> Any:
+        """Name the bodies from anatomy (C2's dens, or a landmark the model's anchor classifier finds: C2, L5
+        above the sacrum), else in the order of ``protocol``.
 
         Sets :attr:`level_names` (the selector, the canvas and the exports show them); no undo step, since
         the label map is unchanged.
@@ -102,6 +103,9 @@ class ModelOps:
         ----------
         protocol : str or sequence of str, optional
             The levels the image shows (``"C2-C7"``); see :func:`cervkit.inference.level_names.name_bodies`.
+        model : object, optional
+            A loaded cascade; when it has an anchor classifier (``model.anchor``), the current bodies (the
+            user's edits included) are scored on this image to anchor the count.
 
         Returns
         -------
@@ -110,7 +114,9 @@ class ModelOps:
         """
         from cervkit.inference.level_names import name_bodies
 
-        named = name_bodies(self.labels, spacing_mm=self.spacing_mm, protocol=protocol)
+        anchor = getattr(model, "anchor", None)
+        scores = anchor.score(self.image, self.labels) if anchor is not None else None
+        named = name_bodies(self.labels, spacing_mm=self.spacing_mm, protocol=protocol, anchor_scores=scores)
         self.level_names = dict(named.names)
         return named
 

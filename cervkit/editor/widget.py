@@ -485,7 +485,7 @@ class MaskEditor(anywidget.AnyWidget):
         -------
         cervkit.inference.level_names.LevelNames
         """
-        named = self.state.name_levels(self.levels)
+        named = self.state.name_levels(self.levels, model=self.run if getattr(self.run, "anchor", None) else None)
         self.level_names = {str(k): v for k, v in self.state.level_names.items()}
         if named.unsure:
             self.status = f"{self.status} · levels unsure: " + ("; ".join(named.reasons) or "?")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +64,9 @@ class CascadePrediction:
         :func:`cervkit.inference.level_names.name_bodies`); empty when nothing named the bodies.
     levels_unsure : bool or None
         Whether the names are unsure (see :func:`~cervkit.inference.level_names.name_bodies`); None until named.
+    anchor_scores : dict of int to dict
+        Label → anchor class probabilities (L5 above the sacrum, S1, other) from the run's anchor classifier
+        (:mod:`cervkit.inference.anchor`); empty without one.
     """
 
     labels: np.ndarray
@@ -75,6 +79,7 @@ class CascadePrediction:
     prob: np.ndarray | None = None
     level_names: dict[int, str] = field(default_factory=dict)
     levels_unsure: bool | None = None
+    anchor_scores: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def n_vertebrae(self) -> int:
@@ -160,12 +165,16 @@ class Cascade:
         Keep at most one box per level (:func:`~cervkit.inference.level_boxes.select_level_boxes`). Default:
         on when the detector has more than one class (a per-level detector), off for a single
         ``vertebra`` class.
+    anchor : cervkit.inference.anchor.AnchorClassifier, optional
+        Scores each found body as L5 above the sacrum, S1 or other (``CascadePrediction.anchor_scores``), for
+        lumbar level names.
     """
 
     def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
-                 min_area: int = 20, one_per_class: bool | None = None) -> None:
+                 min_area: int = 20, one_per_class: bool | None = None, anchor: Any = None) -> None:
         self.detector = detector
         self.segmenter = segmenter
+        self.anchor = anchor
         self.conf = conf
         self.threshold = threshold
         self.min_area = min_area
@@ -204,9 +213,11 @@ class Cascade:
         for crop in crops:  # the winning probability of paste_by_probability
             x0, y0, x1, y1 = crop.int_box
             np.maximum(prob[y0:y1, x0:x1], crop.prob, out=prob[y0:y1, x0:x1])
+        anchor_scores = self.anchor.score(array, labels) if self.anchor is not None else {}
         t3 = time.perf_counter()
         return CascadePrediction(
             labels=labels, boxes=det.boxes[kept].astype(np.float32).reshape(-1, 4),
             scores=det.scores[kept].astype(np.float32), mean_prob=mean_prob,
             classes=det.classes[kept].astype(np.int64), n_detected=len(det),
-            seconds={"detect": t1 - t0, "segment": t2 - t1, "paste": t3 - t2, "total": t3 - t0}, prob=prob)
+            seconds={"detect": t1 - t0, "segment": t2 - t1, "paste": t3 - t2, "total": t3 - t0}, prob=prob,
+            anchor_scores=anchor_scores)

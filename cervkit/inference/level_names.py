@@ -7,9 +7,16 @@ body, a gap about twice the usual spacing counting as a missing level
 (:func:`cervkit.measurements.levels.assign_levels`). A count that does not fit C2…C7 (an extra T1 or C1, a
 body missing) is flagged ``unsure`` with the reasons, never shifted silently.
 
-Without a C2 landmark (a lumbar slice, or a cervical image whose top is cut off) the bodies stay unnamed,
-unless the caller states the protocol (``protocol=("L1", …, "L5")``); then the names follow the order from
-the top of the protocol and are flagged ``unsure``. (Naming lumbar levels from the sacrum is not done yet.)
+With the run's anchor classifier (:mod:`cervkit.inference.anchor`, learnt from every training image that
+annotates C2 or L5) each body is scored as C2, L5 (the sacrum under it), S1 or other; a clear learnt landmark
+wins over the dens shape rule, which a sacrum can mimic. On lumbar images the anchor is thus the
+**lumbosacral junction**. The most L5-like body is L5 when its score is clear; the count goes up from
+it (L4, L3, …, T12, …, a long gap counting missing levels) and the body right under it is S1. A weak or
+doubled L5 score is flagged ``unsure``.
+
+Without either landmark the bodies stay unnamed, unless the caller states the protocol
+(``protocol=("L1", …, "L5")``); then the names follow the order from the top of the protocol and are flagged
+``unsure``.
 
 :func:`keep_levels` is ``predict --levels C2-C7``: only the bodies named inside the range are kept, so a
 T1 taken for C7 (the paper's error) cannot be kept as C7 when C2 anchors the count.
@@ -66,6 +73,81 @@ def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], lis
             break
         names[below[i + 1].label] = ANATOMICAL_LEVELS[index]
     return names, reasons
+
+
+_L5_SURE = 0.5    # a learnt landmark (C2 or L5) scoring below this does not anchor the count
+_L5_CLEAR = 0.8   # ... below this it anchors it, flagged unsure
+_L5_RIVAL = 0.3   # a second body scoring this for the same landmark flags the count
+
+
+def _usual_gap(run: list[BodyStats]) -> tuple[np.ndarray, float]:
+    """Centre gaps along ``run`` (ordered away from the anchor) and the usual gap between full bodies."""
+    centres = np.array([body_centre(b) for b in run])
+    gaps = np.hypot(*np.diff(centres, axis=0).T)
+    areas = np.array([b.area for b in run])
+    full = areas >= _SMALL * float(np.median(areas))
+    pool = gaps[full[:-1] & full[1:]]
+    usual = float(np.median(pool)) if pool.size else 1.3 * float(np.median([b.height for b in run]))
+    return gaps, usual
+
+
+def _count_up_from_l5(stats: list[BodyStats], l5: int) -> tuple[dict[int, str], list[str]]:
+    """Names counted up from the L5 body ``stats[l5]`` (one level per body, more across a clearly long gap);
+    the body right below L5 is S1, bodies further down are left unnamed."""
+    reasons: list[str] = []
+    names = {stats[l5].label: "L5"}
+    if l5 + 1 < len(stats):
+        names[stats[l5 + 1].label] = "S1"
+        if l5 + 2 < len(stats):
+            reasons.append(f"{len(stats) - l5 - 2} body(ies) below S1 left unnamed")
+    up = stats[:l5 + 1][::-1]
+    if len(up) < 2:
+        return names, reasons
+    gaps, usual = _usual_gap(up)
+    index = ANATOMICAL_LEVELS.index("L5")
+    for i, gap in enumerate(gaps):
+        ratio = gap / usual if usual > 0 else 1.0
+        missing = max(1, int(round(ratio)) - 1) if ratio > _MISSING else 0
+        if missing:
+            reasons.append(f"the gap above {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
+                           f"{missing} level(s) missing")
+        index -= 1 + missing
+        if index < 0:
+            reasons.append("bodies above C1 left unnamed")
+            break
+        names[up[i + 1].label] = ANATOMICAL_LEVELS[index]
+    return names, reasons
+
+
+def _learnt_anchor(stats: list[BodyStats], scores: dict[int, dict[str, float]]
+                   ) -> tuple[str | None, int | None, list[str]]:
+    """The landmark (``"C2"`` or ``"L5"``) the anchor scores find most clearly, its body's index, and reasons
+    to doubt it; (None, None, []) when neither scores ``_L5_SURE``."""
+    picks = []
+    for level in ("C2", "L5"):
+        p = [float(scores.get(b.label, {}).get(level, 0.0)) for b in stats]
+        best = int(np.argmax(p))
+        picks.append((p[best], level, best, p))
+    top, level, best, p = max(picks)
+    if top < _L5_SURE:
+        return None, None, []
+    reasons = []
+    if top < _L5_CLEAR:
+        reasons.append(f"{level} scored {top:.2f} only")
+    rivals = [i for i, v in enumerate(p) if i != best and v >= _L5_RIVAL]
+    if rivals:
+        reasons.append(f"{len(rivals) + 1} bodies look like {level}")
+    return level, best, reasons
+
+
+def _check_protocol(names: dict[int, str], expected: Sequence[str], reasons: list[str]) -> None:
+    """Add the reasons a count does not fit the expected levels."""
+    outside = [n for n in names.values() if n not in expected]
+    if outside:
+        reasons.append(f"bodies outside {expected[0]}-{expected[-1]}: {', '.join(outside)}")
+    absent = [n for n in expected if n not in names.values()]
+    if absent:
+        reasons.append(f"not found: {', '.join(absent)}")
 
 
 @dataclass
@@ -126,8 +208,10 @@ def level_range(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None,
-                protocol: str | Sequence[str] | None = None) -> LevelNames:
-    """Name each body of a label map from an anatomical landmark (C2), else from a stated protocol.
+                protocol: str | Sequence[str] | None = None,
+                anchor_scores: dict[int, dict[str, float]] | None = None) -> LevelNames:
+    """Name each body of a label map from an anatomical landmark (C2, or L5 above the sacrum), else from a
+    stated protocol.
 
     Parameters
     ----------
@@ -138,6 +222,9 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
     protocol : str or sequence of str, optional
         The levels the image should show (e.g. ``"C2-C7"``); used for the unsure flag when C2 anchors the
         count, and for the names when nothing does.
+    anchor_scores : dict, optional
+        Label → {``"L5"``: probability, …} from the run's anchor classifier
+        (:meth:`cervkit.inference.anchor.AnchorClassifier.score`); used when no C2 anchors the count.
 
     Returns
     -------
@@ -147,6 +234,13 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
     if not stats:
         return LevelNames({}, None, True, ["no vertebral body"])
     expected = level_range(protocol) if protocol is not None else CERVICAL_LEVELS
+    level, at, doubts = _learnt_anchor(stats, anchor_scores) if anchor_scores else (None, None, [])
+    if level is not None and at is not None:  # a learnt landmark wins over the dens shape rule (a sacrum mimics it)
+        names, reasons = _count_up_from_l5(stats, at) if level == "L5" else _count_from_c2(stats, at)
+        reasons = doubts + reasons
+        if protocol is not None or level == "C2":
+            _check_protocol(names, expected, reasons)
+        return LevelNames(names, "L5 (sacrum below)" if level == "L5" else "C2 (learnt)", bool(reasons), reasons)
     anchor = None
     if any(b.has_dens for b in stats):
         anchor = "C2 dens"
@@ -157,16 +251,11 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
         names, reasons = _count_from_c2(stats, dens[0])
         if len(dens) > 1:
             reasons.append(f"{len(dens)} bodies look like C2 (a dens); the top one is taken")
-        outside = [n for n in names.values() if n not in expected]
-        if outside:
-            reasons.append(f"bodies outside {expected[0]}-{expected[-1]}: {', '.join(outside)}")
-        absent = [n for n in expected if n not in names.values()]
-        if absent:
-            reasons.append(f"not found: {', '.join(absent)}")
+        _check_protocol(names, expected, reasons)
         return LevelNames(names, anchor, bool(reasons), reasons)
     if protocol is None:
-        return LevelNames({}, None, True, ["no C2 landmark (dens) in view: bodies left unnamed; give the protocol "
-                                           "(e.g. levels='L1-L5') to name them in order"])
+        return LevelNames({}, None, True, ["no landmark in view (C2 dens, or L5 above the sacrum): bodies left "
+                                           "unnamed; give the protocol (e.g. levels='L1-L5') to name them in order"])
     assignment = assign_from_stats(stats, expected=expected)
     reasons = ["no C2 landmark: names follow the protocol's order from the top", *assignment.reasons]
     return LevelNames(assignment.levels, "protocol order", True, reasons)

@@ -208,7 +208,8 @@ def _predict_one(predictor: Any, path: Path, root: Path, out: Path, used: set[st
         result = predictor.predict(image.array)
         seconds = time.perf_counter() - start
         confidence = image_confidence(result, detector=settings["detector"])
-        named = name_bodies(result.labels, spacing_mm=image.spacing_mm, protocol=settings["levels"])
+        named = name_bodies(result.labels, spacing_mm=image.spacing_mm, protocol=settings["levels"],
+                            anchor_scores=getattr(result, "anchor_scores", None) or None)
         labels = result.labels
         if settings["levels"] is not None:  # predict --levels: only the named bodies inside the range
             labels = keep_levels(labels, named.names, settings["levels"])

@@ -79,8 +79,13 @@ def _load(run: Path, *, device: str | None, **options: Any) -> Predictor:
         from cervkit.inference.segmenter import Segmenter
 
         folder = Path(run)
+        anchor = None
+        if "anchor" in info["stages"]:
+            from cervkit.inference.anchor import AnchorClassifier
+
+            anchor = AnchorClassifier.load(folder / info["stages"]["anchor"], device=device)
         return Cascade(Detector.load(folder / info["stages"]["detector"], device=device),
-                       Segmenter.load(folder / info["stages"]["segmenter"], device=device), **options)
+                       Segmenter.load(folder / info["stages"]["segmenter"], device=device), anchor=anchor, **options)
     if model in ("unet3plus", "deeplabv3plus"):
         from cervkit.inference.whole_image import WholeImageModel
 

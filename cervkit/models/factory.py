@@ -187,6 +187,39 @@ def save_checkpoint(path: str | PathLike[str], model: nn.Module, config: dict[st
     return path
 
 
+def read_payload(path: Path, fmt: str, what: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cervkit weights file with ``weights_only=True`` (no code unpickled) and check its ``format``.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    fmt : str
+        The ``format`` field expected.
+    what : str
+        What the file is, for the messages (``"segmentation checkpoint"``).
+    map_location : str or torch.device
+
+    Returns
+    -------
+    dict
+        The payload.
+
+    Raises
+    ------
+    CervkitInputError
+        A missing, unreadable or foreign file.
+    """
+    if not path.is_file():
+        raise CervkitInputError(f"{what} file not found", path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CervkitInputError(f"cannot read {what} ({type(exc).__name__}: {exc})", path) from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CervkitInputError(f"not a cervkit {what}", path)
+    return payload
+
+
 def load_checkpoint(path: str | PathLike[str], map_location: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
@@ -211,14 +244,7 @@ def load_checkpoint(path: str | PathLike[str], map_location: str | torch.device 
         Missing, unreadable or foreign files, and weights that do not fit the stored architecture.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CervkitInputError("checkpoint file not found", path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CervkitInputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CervkitInputError("not a cervkit segmentation checkpoint", path)
+    payload = read_payload(path, CHECKPOINT_FORMAT, "segmentation checkpoint", map_location)
     if int(payload.get("version", 0)) > CHECKPOINT_VERSION:
         raise CervkitInputError(f"checkpoint version {payload['version']} is newer than this cervkit reads", path)
     model_config = dict(payload["model_config"])

@@ -124,13 +124,35 @@ def _fresh_detector_kwargs(split: Any, manifest: str | PathLike[str], detector_c
     return det_kwargs
 
 
+def _train_anchor_stage(split: Any, run: Path, source: Any, *, seed: int, quick: bool, device: str | None,
+                        overwrite: bool, options: dict[str, Any] | None = None) -> bool:
+    """Train the anchor classifier (:mod:`cervkit.training.anchor`) when the data annotates C2 or L5; a
+    fine-tune starts from the resumed run's classifier, or keeps it unchanged when its data annotates neither."""
+    import shutil
+
+    from cervkit.training.anchor import train_anchor
+
+    base = None if source is None else Path(source.run) / "anchor" / "model.pt"
+    base = base if base is not None and base.is_file() else None
+    kwargs = {"epochs": 20 if base is not None else 40, **dict(options or {})}
+    trained = train_anchor(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                           init_checkpoint=base, **kwargs)
+    if trained is None and base is not None:
+        (run / "anchor").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base, run / "anchor" / "model.pt")
+        print("anchor: kept the resumed run's classifier (the fine-tune data annotates neither C2 nor L5)")
+        return True
+    return trained is not None
+
+
 def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out: str | PathLike[str], *,
               model: str | None = None,
               quick: bool | None = None, seed: int = 0, imgsz: int | None = None, device: str | None = None,
               overwrite: bool = False, detector_options: dict[str, Any] | None = None,
               segmenter_options: dict[str, Any] | None = None, validate: bool = True,
               detector_classes: str = "auto", resume: str | PathLike[str] | None = None,
-              max_minutes: MaxMinutes | Mapping[str, MaxMinutes] = AUTO) -> Path:
+              max_minutes: MaxMinutes | Mapping[str, MaxMinutes] = AUTO,
+              anchor_options: dict[str, Any] | None = None) -> Path:
     """Train a model end to end into a run folder, from scratch or fine-tuning a finished run.
 
     Parameters
@@ -180,6 +202,9 @@ def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out
         segmenter 12) and no cap on CUDA. An explicit value wins over ``detector_options`` /
         ``segmenter_options``. ``run.json`` records each stage's ``limits`` (``max_minutes`` in force,
         ``stop_reason``: ``early_stop``, ``epochs_done`` or ``time_cap``, and ``epochs_run``).
+    anchor_options : dict, optional
+        Keyword arguments of :func:`cervkit.training.anchor.train_anchor` (the cascades' third stage, trained
+        when the data annotates C2 or L5; it names the levels).
 
     Returns
     -------
@@ -284,7 +309,12 @@ def train_run(manifest: str | PathLike[str] | Sequence[str | PathLike[str]], out
         segmenter = train_segmenter(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
                                     **seg_kwargs)
         timings["segmenter"] = time.perf_counter() - start
-        info.update(stages={"detector": "detector", "segmenter": "segmenter"}, status="done",
+        start = time.perf_counter()
+        anchor = _train_anchor_stage(split, run, source, seed=seed, quick=quick, device=device, overwrite=overwrite,
+                                     options=anchor_options)
+        timings["anchor"] = time.perf_counter() - start
+        run_stages = {"detector": "detector", "segmenter": "segmenter"} | ({"anchor": "anchor"} if anchor else {})
+        info.update(stages=run_stages, status="done",
                     train_seconds=timings, limits={"detector": _stage_limits(detector.config_json),
                                                    "segmenter": _stage_limits(segmenter.config_json)})
     write_run_info(run, info)

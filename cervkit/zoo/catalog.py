@@ -40,9 +40,9 @@ class Recipe:
     ----------
     name, modality, summary : str
     sources : tuple of Source
-    detector, segmenter : dict
+    detector, segmenter, anchor : dict
         Keyword arguments of :func:`cervkit.training.detector.train_detector` /
-        :func:`cervkit.training.segmenter.train_segmenter`.
+        :func:`cervkit.training.segmenter.train_segmenter` / :func:`cervkit.training.anchor.train_anchor`.
     seed : int
     intended_use, limits : tuple of str
     """
@@ -54,6 +54,7 @@ class Recipe:
     detector: Mapping[str, Any]
     segmenter: Mapping[str, Any]
     seed: int = 0
+    anchor: Mapping[str, Any] = field(default_factory=dict)
     intended_use: tuple[str, ...] = ()
     limits: tuple[str, ...] = ()
     quick: Mapping[str, Any] = field(default_factory=dict)
@@ -73,8 +74,9 @@ RECIPES: dict[str, Recipe] = {
         sources=(Source("mri_lumbar_t2"), Source("mri_lumbar_dixon"),
                  Source("phantoms_mri", {"style": "mri", "n": 60, "n_patients": 20, "seed": 1, "size": (384, 384)})),
         detector={"classes": "single", "imgsz": 320, "epochs": 120, "patience": 25, "batch": 16,
-                  "max_minutes": 26},
-        segmenter={"epochs": 60, "patience": 20, "max_minutes": 14},
+                  "zoom_copies": (0.5, 2.0), "max_minutes": 30},
+        segmenter={"epochs": 60, "patience": 20, "max_minutes": 18},
+        anchor={"epochs": 40, "patience": 12},
         intended_use=("Pre-annotating sagittal T1/T2/Dixon MRI slices for correction in the editor.",
                       "A starting point for fine-tuning on one's own scanner."),
         limits=_COMMON_LIMITS + ("Real training data: two lumbar sources (T2 TSE, one scanner; water-fat "
@@ -88,8 +90,9 @@ RECIPES: dict[str, Recipe] = {
         sources=(Source("phantoms_xray", {"style": "xray", "n": 90, "n_patients": 30, "seed": 0,
                                           "size": (384, 384)}),),
         detector={"classes": "single", "imgsz": 320, "epochs": 100, "patience": 20, "batch": 16,
-                  "max_minutes": 16},
+                  "zoom_copies": (0.5, 2.0), "max_minutes": 20},
         segmenter={"epochs": 50, "patience": 15, "max_minutes": 8},
+        anchor={"epochs": 40, "patience": 12},
         intended_use=("Pre-annotating lateral cervical radiographs (CR/DX) for correction in the editor.",),
         limits=_COMMON_LIMITS + ("Trained on synthetic X-ray phantoms only (incl. C7 behind the shoulders).",),
         quick={"phantoms_n": 9, "phantoms_patients": 3, "detector_epochs": 1, "segmenter_epochs": 1},

@@ -3,13 +3,17 @@
 A recipe names its sources (real data sets read through ``CERVKIT_DATA_DIR``, phantoms generated from a seed),
 the split (by patient within each source, 6:2:2), and the two stages' settings. :func:`build`
 
-1. merges the sources (:func:`cervkit.data.sources.combine_sources`) and splits each by patient;
-2. trains the single-class YOLOv11 detector on the training images **cropped to their annotated span**
-   (:func:`cervkit.data.sources.write_span_crops`), so a vertebra a source leaves unannotated (T12 and S1 in
-   the Dixon set, T10 in the T2 set, C1 and T1 in the phantoms) is never learnt as background;
-3. trains the U-Net3+ crop segmenter on every annotated body of the full images;
-4. scores each source's held-out test patients (bodies outside a source's annotated levels ignored);
-5. writes the run folder into ``cervkit/zoo/<name>/`` with fp16 weights and the cards ``<name>.json`` /
+1. writes each source's manifest and trains them with :func:`cervkit.training.train.train_run`, the same
+   multi-source training a user gets from ``train --manifest A --manifest B`` (one recipe of training): the
+   sources are merged and split by patient within each; the single-class YOLOv11 detector learns from the
+   training images **cropped to their annotated span** (:func:`cervkit.data.sources.write_span_crops`), so a
+   vertebra a source leaves unannotated (T12 and S1 in the Dixon set, T10 in the T2 set, C1 and T1 in the
+   phantoms) is never learnt as background; the U-Net3+ crop segmenter learns every annotated body of the full
+   images; the anchor classifier (:mod:`cervkit.training.anchor`) learns C2 and L5-above-the-sacrum, which
+   name the levels;
+2. scores each source's held-out test patients (bodies outside a source's annotated levels ignored), and how
+   often each annotated body is found **and** named right (:mod:`cervkit.evaluation.naming`);
+3. writes the run folder into ``cervkit/zoo/<name>/`` with fp16 weights and the cards ``<name>.json`` /
    ``<name>.md`` (data, split, command, seed, versions, sha256 of every file, metrics, use, limits, terms).
 
 Nothing else writes into ``cervkit/zoo/``.
@@ -32,6 +36,8 @@ from cervkit.zoo.store import ZOO_DIR
 
 __all__ = ["build", "rescore", "score_sources"]
 
+_STAGES = ("detector", "segmenter", "anchor")
+
 
 def score_sources(run: str | PathLike[str], split: Any, *, device: str | None = "cpu") -> dict[str, dict[str, Any]]:
     """Score a run on each source's test patients: per image, per vertebra, detection and time.
@@ -49,11 +55,13 @@ def score_sources(run: str | PathLike[str], split: Any, *, device: str | None = 
     dict
         Source → ``images``, ``bodies``, ``dice_image`` (mean per-image Dice), ``dice_vertebra`` (mean
         over annotated bodies, a missed body counting 0), ``found`` (bodies matched at IoU ≥ 0.5),
-        ``hd95_mm_or_px``, ``seconds_median``.
+        ``hd95_mm_or_px``, ``seconds_median``, and ``named_right`` (annotated bodies found and named right,
+        :mod:`cervkit.evaluation.naming`) where the source states its levels.
     """
     import numpy as np
 
     from cervkit.evaluation.evaluate import evaluate_predictor
+    from cervkit.evaluation.naming import body_names, naming_summary
     from cervkit.inference.registry import load_predictor
 
     predictor = load_predictor(run, device=device)
@@ -70,6 +78,9 @@ def score_sources(run: str | PathLike[str], split: Any, *, device: str | None = 
                      "found": round(float(gt["matched"].mean()), 4) if "matched" in gt else None,
                      "hd95": round(float(ev.images["hd95"].mean()), 2),
                      "seconds_median": round(float(np.median(ev.images["seconds"])), 4)}
+        if "levels" in part.df.columns:
+            test = part.with_df(part.df[part.df["split"] == "test"].reset_index(drop=True))
+            out[name]["named_right"] = float(naming_summary(body_names(predictor, test))["right"].iloc[0])
     return out
 
 
@@ -93,12 +104,16 @@ def _export(run: Path, target: Path, modality: str) -> None:
     (target / "detector" / "weights").mkdir(parents=True)
     (target / "segmenter").mkdir(parents=True)
     shutil.copyfile(run / "detector" / "weights" / "best.pt", target / "detector" / "weights" / "best.pt")
-    for stage in ("detector", "segmenter"):
+    for stage in _STAGES:
         if (run / stage / "config.json").is_file():
+            (target / stage).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / stage / "config.json", target / stage / "config.json")
     _half_checkpoint(run / "segmenter" / "model.pt", target / "segmenter" / "model.pt")
+    if (run / "anchor" / "model.pt").is_file():
+        _half_checkpoint(run / "anchor" / "model.pt", target / "anchor" / "model.pt")
     info = json.loads((run / "run.json").read_text())
-    info.pop("split", None)  # the split lives on the card (paths relative to each source)
+    for key in ("split", "arguments", "resumed_from"):  # the split and the data live on the card (portable)
+        info.pop(key, None)
     info["modality"] = modality
     (target / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -122,11 +137,13 @@ def _card_md(card: Mapping[str, Any]) -> str:
                 f"{card['scored']['cervkit']}, {card['scored']['inference']}; same weights)." if "scored" in card else ""),
              "",
              "## Held-out test patients, per source", "",
-             "| source | images | bodies | Dice / image | Dice / vertebra | bodies found | HD95 | s / image |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| source | images | bodies | Dice / image | Dice / vertebra | bodies found | found and named right "
+             "| HD95 | s / image |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in card["metrics"].items():
+        named = f"{m['named_right']:.3f}" if m.get("named_right") is not None else "–"
         lines.append(f"| {name} | {m['images']} | {m['bodies']} | {m['dice_image']:.3f} | {m['dice_vertebra']:.3f} "
-                     f"| {m['found']:.3f} | {m['hd95']:.2f} | {m['seconds_median']:.3f} |")
+                     f"| {m['found']:.3f} | {named} | {m['hd95']:.2f} | {m['seconds_median']:.3f} |")
     lines += ["", "Bodies outside a source's annotated levels are not scored (the protocol left them unannotated).",
               "", "## Data and split", ""]
     for name, d in card["data"].items():
@@ -136,6 +153,7 @@ def _card_md(card: Mapping[str, Any]) -> str:
               *[f"- {u}" for u in card["limits"]], "", "## Training", "",
               f"- detector: {json.dumps(card['recipe']['detector'])}; stopped: {card['stages'].get('detector')}",
               f"- segmenter: {json.dumps(card['recipe']['segmenter'])}; stopped: {card['stages'].get('segmenter')}",
+              f"- anchor: {json.dumps(card['recipe'].get('anchor', {}))}; stopped: {card['stages'].get('anchor')}",
               f"- versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items())}", "",
               "## Files (sha256)", "", *[f"- `{k}` {v}" for k, v in card["files"].items()], ""]
     return "\n".join(lines)
@@ -170,11 +188,11 @@ def build(name: str, *, zoo_dir: str | PathLike[str] | None = None, work_dir: st
         Unknown recipe, a real source missing (``CERVKIT_DATA_DIR``), or a quick build aimed at the package.
     """
     from cervkit.core.config import outputs_dir
-    from cervkit.data.sources import combine_sources, split_sources, write_span_crops
+    from cervkit.data.manifest import load_manifest
     from cervkit.data.table import save_manifest
-    from cervkit.runs.folder import assemble_run, versions
-    from cervkit.training.detector import train_detector
-    from cervkit.training.segmenter import seed_everything, train_segmenter
+    from cervkit.runs.folder import read_run_info, versions, write_run_info
+    from cervkit.training.segmenter import seed_everything
+    from cervkit.training.train import train_run
 
     if name not in RECIPES:
         raise CervkitInputError(f"no recipe {name!r} (recipes: {', '.join(RECIPES)})")
@@ -190,27 +208,32 @@ def build(name: str, *, zoo_dir: str | PathLike[str] | None = None, work_dir: st
     start = time.time()
     seed_everything(recipe.seed)
     manifests = [source_manifest(s, work, quick=quick, recipe=recipe) for s in recipe.sources]
-    split = split_sources(combine_sources(manifests, work), seed=recipe.seed)
-    split_csv = save_manifest(split, work / "split.csv", overwrite=True)
-    crops = write_span_crops(split, work / "detector_data")
+    csvs = [save_manifest(m, work / "manifests" / f"{s.name}.csv", overwrite=True)
+            for m, s in zip(manifests, recipe.sources)]
     det = dict(recipe.detector)
     seg = dict(recipe.segmenter)
+    anc = dict(recipe.anchor)
     if quick:
+        anc.update(epochs=1)
         det.update(epochs=recipe.quick.get("detector_epochs", 1), max_minutes=None, imgsz=96)
+        det.pop("zoom_copies", None)
         seg.update(epochs=recipe.quick.get("segmenter_epochs", 1), max_minutes=None)
-    train_detector(crops, run, seed=recipe.seed, device=device, quick=False, overwrite=True, **det)
-    train_segmenter(split, run, seed=recipe.seed, device=device, quick=False, overwrite=True, **seg)
-    assemble_run(run, "yolo-unet", split_csv=split_csv,
-                 arguments={"recipe": name, "command": f"python -m cervkit zoo build {name}", "seed": recipe.seed})
+    train_run(csvs if len(csvs) > 1 else csvs[0], run, seed=recipe.seed, device=device, quick=False,
+              overwrite=True, validate=False, detector_classes="single", detector_options=det,
+              segmenter_options=seg, anchor_options=anc)
+    info = read_run_info(run)
+    info["arguments"] = {"recipe": name, "command": f"python -m cervkit zoo build {name}", "seed": recipe.seed}
+    write_run_info(run, info)
+    split = load_manifest(run / "split.csv", validate=False)
     minutes = round((time.time() - start) / 60, 1)
     metrics = score_sources(run, split, device="cpu")
     target = zoo / name
     zoo.mkdir(parents=True, exist_ok=True)
     _export(run, target, recipe.modality)
     stages = {}
-    for stage in ("detector", "segmenter"):
+    for stage in _STAGES:
         config = json.loads((run / stage / "config.json").read_text()) if (run / stage / "config.json").is_file() else {}
-        stages[stage] = config.get("limits", {}).get("stop_reason")
+        stages[stage] = config.get("limits", {}).get("stop_reason", config.get("stop_reason"))
     data = {}
     for table, source in zip(manifests, recipe.sources):
         rows = split.df[split.df["source"].astype(str) == source.name]
@@ -225,6 +248,7 @@ def build(name: str, *, zoo_dir: str | PathLike[str] | None = None, work_dir: st
     card = {"name": name, "summary": recipe.summary, "modality": recipe.modality, "quick_build": quick,
             "recipe": {"command": f"python -m cervkit zoo build {name}", "seed": recipe.seed,
                        "sources": [s.name for s in recipe.sources], "detector": det, "segmenter": seg,
+                       "anchor": anc,
                        "detector_input": "images cropped to the annotated span (half a disc beyond)"},
             "built": {"date": time.strftime("%Y-%m-%d"), "minutes": minutes, "device": device or "auto"},
             "data": data, "test_images": _test_images(split), "metrics": metrics, "stages": stages,
