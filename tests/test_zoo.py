@@ -158,8 +158,9 @@ def _check_shipped(name: str, tmp_path: Path) -> None:
     again = rescore(name, work_dir=tmp_path)
     for source, metrics in card["metrics"].items():
         assert again[source]["images"] == metrics["images"]
-        for key in ("dice_image", "dice_vertebra", "found"):
-            assert again[source][key] >= metrics[key] - 0.01, (source, key, again[source][key], metrics[key])
+        for key in ("dice_image", "dice_vertebra", "found", "named_right"):
+            if key in metrics:  # named_right: where the source states its levels
+                assert again[source][key] >= metrics[key] - 0.01, (source, key, again[source][key], metrics[key])
 
 
 def test_shipped_models_fit_the_size_budget() -> None:

@@ -1,0 +1,163 @@
+"""The anchor classifier: examples from the levels column, context windows, training, and the names it anchors
+(L5 above the sacrum counting up; C2 counting down; doubts flagged, never shifted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage, ImageDraw
+
+from cervkit.inference.level_names import name_bodies
+from cervkit.labels.context import ANCHOR_CLASSES, anchor_examples, context_crop, context_window
+
+L5, S1, C2 = (ANCHOR_CLASSES.index(n) for n in ("L5", "S1", "C2"))
+
+
+def _column(n: int = 8, *, top: int = 30, height: int = 26, gap: int = 10, size: int = 384,
+            skip: int | None = None) -> np.ndarray:
+    """``n`` bodies drawn with PIL down a slightly curved column, labels 1..n top to bottom (``skip``: left out)."""
+    canvas = PILImage.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        if i == skip:
+            continue
+        y = top + i * (height + gap)
+        x = 170 + int(12 * np.sin(i / 3))
+        draw.rectangle([x, y, x + 40, y + height - 1], fill=i + 1)
+    return np.asarray(canvas, np.uint8)
+
+
+def test_examples_come_from_the_levels_column_with_s1_one_step_below_l5() -> None:
+    labels = _column(7)
+    levels = ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    examples = anchor_examples(labels, levels)
+    classes = [c for _, c in examples]
+    assert classes == [0, 0, 0, 0, 0, 0, L5, S1]
+    l4, l5, s1 = (np.array(examples[i][0]) for i in (5, 6, 7))
+    np.testing.assert_allclose(s1 - l5, l5 - l4)  # S1 sits one L4→L5 step below L5
+    cervical = anchor_examples(_column(6), ["C2", "C3", "C4", "C5", "C6", "C7"])
+    assert [c for _, c in cervical] == [C2, 0, 0, 0, 0, 0]
+    assert anchor_examples(labels, None) == [] and anchor_examples(labels, []) == []
+
+
+def test_the_context_window_is_square_padded_and_normalised() -> None:
+    image = np.zeros((100, 100), np.float32)
+    image[40:60, 40:60] = 1.0
+    x0, y0, x1, y1 = context_window((40, 45, 60, 55))
+    assert x1 - x0 == y1 - y0 == 60 and (x0 + x1) / 2 == 50
+    crop = context_crop(image, (0, 0, 20, 10), size=32)  # mostly outside the image: padded, still finite
+    assert crop.shape == (32, 32) and np.isfinite(crop).all()
+    crop = context_crop(image, (40, 45, 60, 55), size=48)
+    assert abs(float(crop.mean())) < 1e-4 and abs(float(crop.std()) - 1.0) < 1e-3
+
+
+def _scores(labels: np.ndarray, l5: int | None = None, p: float = 0.95, c2: int | None = None,
+            also: dict[int, float] | None = None) -> dict[int, dict[str, float]]:
+    out = {}
+    for k in (int(v) for v in np.unique(labels) if v):
+        row = {"other": 1.0, "C2": 0.0, "L5": 0.0, "S1": 0.0}
+        if k == l5:
+            row.update(L5=p, other=1 - p)
+        if k == c2:
+            row.update(C2=p, other=1 - p)
+        if also and k in also:
+            row.update(L5=also[k])
+        out[k] = row
+    return out
+
+
+def test_l5_above_the_sacrum_anchors_the_count_upwards() -> None:
+    labels = _column(8)  # T11..L5 and S1 below
+    named = name_bodies(labels, anchor_scores=_scores(labels, l5=7))
+    assert named.anchor == "L5 (sacrum below)" and not named.unsure, named.reasons
+    assert [named.names[k] for k in range(1, 9)] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+    # the same bodies with L5 scored one higher: every name moves with the anchor, none is guessed from the top
+    named = name_bodies(labels, anchor_scores=_scores(labels, l5=6))
+    assert named.names[6] == "L5" and named.names[1] == "T12" and named.names[7] == "S1"
+    assert named.unsure and "below S1 left unnamed" in " ".join(named.reasons)
+
+
+def test_a_missing_body_counts_as_a_missing_level_and_is_flagged() -> None:
+    labels = _column(8, skip=3)  # label 4 (L2) not found
+    named = name_bodies(labels, anchor_scores=_scores(labels, l5=7))
+    assert named.names[7] == "L5" and named.names[5] == "L3" and named.names[3] == "L1" and 4 not in named.names
+    assert named.unsure and "missing" in " ".join(named.reasons)
+
+
+def test_weak_or_doubled_landmarks_are_flagged_and_no_landmark_names_nothing() -> None:
+    labels = _column(8)
+    weak = name_bodies(labels, anchor_scores=_scores(labels, l5=7, p=0.6))
+    assert weak.names[7] == "L5" and weak.unsure and "scored 0.60" in weak.reasons[0]
+    double = name_bodies(labels, anchor_scores=_scores(labels, l5=7, also={6: 0.4}))
+    assert double.names[7] == "L5" and double.unsure and "2 bodies look like L5" in double.reasons[0]
+    none = name_bodies(labels, anchor_scores=_scores(labels))
+    assert none.names == {} and none.anchor is None and none.unsure
+
+
+def test_a_learnt_c2_counts_down_and_the_learnt_anchor_wins_over_the_shape_rule() -> None:
+    labels = _column(7)  # C1 (unannotated, found) above C2..C7
+    named = name_bodies(labels, anchor_scores=_scores(labels, c2=2))
+    assert named.anchor == "C2 (learnt)" and named.names[2] == "C2" and named.names[7] == "C7"
+    assert named.names[1] == "C1" and named.unsure  # C1 is outside C2-C7: said, not hidden
+    lumbar = name_bodies(labels, anchor_scores=_scores(labels, l5=7))
+    assert lumbar.anchor == "L5 (sacrum below)" and lumbar.names[7] == "L5" and lumbar.names[1] == "T11"
+
+
+def test_train_anchor_learns_from_levels_and_skips_data_without_landmarks(tmp_path: Path) -> None:
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.data.manifest import load_manifest
+    from cervkit.inference.anchor import AnchorClassifier
+    from cervkit.training.anchor import train_anchor
+
+    folder = tmp_path / "ph"
+    write_phantom_dataset(folder, 4, style="xray", seed=0, size=(192, 192), n_patients=2)
+    manifest = load_manifest(folder / "manifest.csv")
+    manifest = manifest.with_df(manifest.df.assign(split=["train", "train", "val", "val"]))
+    run = train_anchor(manifest, tmp_path / "run", epochs=2, seed=0)
+    assert run is not None and run.model_path.is_file() and run.epochs_run == 2
+    with pytest.raises(FileExistsError):
+        train_anchor(manifest, tmp_path / "run", epochs=1)
+    clf = AnchorClassifier.load(tmp_path / "run")
+    from cervkit.io.images import read_image, read_mask
+
+    scores = clf.score(read_image(manifest.image_path(0)).array, read_mask(manifest.mask_path(0)))
+    assert set(scores) == {1, 2, 3, 4, 5, 6} and all(abs(sum(v.values()) - 1) < 1e-3 for v in scores.values())
+    no_landmark = manifest.with_df(manifest.df.assign(levels="C3,C4,C5,C6,C7,T1"))
+    assert train_anchor(no_landmark, tmp_path / "run2", epochs=1) is None
+    assert not (tmp_path / "run2" / "anchor").exists()
+
+
+def test_naming_counts_a_missed_or_misnamed_body_as_an_error(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cervkit.data.manifest import load_manifest
+    from cervkit.data.synth.dataset import write_phantom_dataset
+    from cervkit.evaluation.naming import body_names, naming_summary
+    from cervkit.io.images import read_mask
+
+    folder = tmp_path / "ph"
+    write_phantom_dataset(folder, 2, style="xray", seed=1, size=(192, 192), n_patients=2)
+    manifest = load_manifest(folder / "manifest.csv")
+    truth = [read_mask(manifest.mask_path(i)) for i in range(2)]
+
+    class Stub:
+        """Returns the true map (one body dropped on request) with C2 scored at label ``c2``."""
+
+        def __init__(self, c2: int, drop: int | None = None) -> None:
+            self.c2, self.drop, self.i = c2, drop, 0
+
+        def predict(self, image: np.ndarray) -> SimpleNamespace:
+            labels = truth[self.i % 2].copy()
+            self.i += 1
+            if self.drop is not None:
+                labels[labels == self.drop] = 0
+            return SimpleNamespace(labels=labels, anchor_scores=_scores(labels, c2=self.c2))
+
+    right = naming_summary(body_names(Stub(c2=1), manifest))
+    assert right["bodies"].iloc[0] == 12 and right["right"].iloc[0] == 1.0
+    shifted = naming_summary(body_names(Stub(c2=2), manifest))  # C3 taken for C2: every name wrong
+    assert shifted["found"].iloc[0] == 1.0 and shifted["right"].iloc[0] == 0.0
+    missed = body_names(Stub(c2=1, drop=6), manifest)  # C7 not found: an error, though the rest is right
+    assert not missed["found"].iloc[5] and not missed["right"].iloc[5] and missed["right"].sum() == 10
