@@ -50,7 +50,8 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     -------
     dict
         ``images``, ``bodies``, ``dice_image``, ``dice_vertebra`` (a missed body counts 0), ``found`` (IoU ≥ 0.5),
-        ``per_level`` (level → mean Dice), ``seconds_median``.
+        ``per_level`` (level → mean Dice), ``seconds_median``, ``named_right`` (bodies found and named right,
+        :mod:`cervkit.evaluation.naming`; None without a ``levels`` column).
     """
     import numpy as np
 
@@ -58,8 +59,8 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     from cervkit.inference.registry import load_predictor
 
     table = manifest.with_df(manifest.df.assign(split="test"))
-    ev = evaluate_predictor(load_predictor(run, device=device), table, split="test", progress=False, n_boot=200,
-                            unannotated=True)
+    predictor = load_predictor(run, device=device)
+    ev = evaluate_predictor(predictor, table, split="test", progress=False, n_boot=200, unannotated=True)
     write_evaluation(ev, out, overwrite=True)
     gt = ev.vertebrae[~ev.vertebrae["false_positive"]].copy()
     if "levels" in table.df.columns:  # label k of an image is the k-th of its row's annotated levels
@@ -68,7 +69,12 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
                        for img, k in zip(gt["image"], gt["gt_label"])]
     per_level = {str(k): round(float(v), 4) for k, v in gt.groupby("level")["dice"].apply(
         lambda d: d.fillna(0).mean()).items()}
-    return {"images": int(len(ev.images)), "bodies": int(len(gt)),
+    named_right = None
+    if "levels" in table.df.columns:
+        from cervkit.evaluation.naming import body_names
+
+        named_right = round(float(body_names(predictor, table)["right"].mean()), 4)
+    return {"images": int(len(ev.images)), "bodies": int(len(gt)), "named_right": named_right,
             "dice_image": round(float(ev.images["dice"].mean()), 4),
             "dice_vertebra": round(float(gt["dice"].fillna(0).mean()), 4),
             "found": round(float(gt["matched"].mean()), 4), "per_level": per_level,
