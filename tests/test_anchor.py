@@ -161,3 +161,22 @@ def test_naming_counts_a_missed_or_misnamed_body_as_an_error(tmp_path: Path) -> 
     assert shifted["found"].iloc[0] == 1.0 and shifted["right"].iloc[0] == 0.0
     missed = body_names(Stub(c2=1, drop=6), manifest)  # C7 not found: an error, though the rest is right
     assert not missed["found"].iloc[5] and not missed["right"].iloc[5] and missed["right"].sum() == 10
+
+
+def test_the_editor_names_the_current_bodies_with_the_models_anchor() -> None:
+    from types import SimpleNamespace
+
+    from cervkit.editor.state import EditorState
+
+    labels = _column(8)
+    seen = {}
+
+    def score(image: np.ndarray, current: np.ndarray) -> dict[int, dict[str, float]]:
+        seen["shape"] = current.shape
+        return _scores(current, l5=int(current.max()) - 1)  # the body above the lowest one
+
+    state = EditorState(np.zeros(labels.shape, np.float32), labels)
+    named = state.name_levels(model=SimpleNamespace(anchor=SimpleNamespace(score=score)))
+    assert seen["shape"] == labels.shape and named.anchor == "L5 (sacrum below)"
+    assert state.level_names[7] == "L5" and state.level_names[8] == "S1" and state.level_names[1] == "T11"
+    assert state.name_levels().names == {}  # no model, no dens: unnamed, as before
