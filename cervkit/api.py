@@ -141,7 +141,8 @@ def segment(image: np.ndarray | Image | str | PathLike[str], model: Any = "auto"
     -------
     cervkit.inference.cascade.CascadePrediction
         ``labels`` (uint8 label map, bodies 1..K top to bottom), ``boxes``, ``scores`` (one detector score
-        per body), ``seconds``, and ``level_names`` (label → name, counted from C2's dens; empty when no
+        per body), ``seconds``, and ``level_names`` (label → name, counted from C2 or from L5 above the sacrum,
+        found by the model's anchor classifier or C2's dens; empty when no
         landmark is in view) with ``levels_unsure``.
     """
     from os import fspath

@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-identifiers", action="store_true",
                    help="write raw DICOM patient IDs instead of pseudonyms (p-<hash>)")
     p.add_argument("--salt", help="secret mixed into the pseudonyms (default: $CERVKIT_PSEUDONYM_SALT)")
-    p.add_argument("--levels", help="keep only the bodies named in this range, e.g. C2-C7 (names anchored on C2's "
-                                    "dens; default: keep every body)")
+    p.add_argument("--levels", help="keep only the bodies named in this range, e.g. C2-C7 or L1-L5 (names anchored on C2 "
+                                    "or on L5 above the sacrum; default: keep every body)")
     p.add_argument("inputs", nargs="+", help="DICOM, PNG, JPG or TIFF files, or folders")
     p.set_defaults(handler=_cmd_predict)
 

@@ -67,7 +67,8 @@ class MaskEditor(anywidget.AnyWidget):
     level_names : mapping of int to str, optional
         Label → level name shown in the vertebra selector and on the canvas, e.g. ``{1: "C2", …}``; given,
         they are kept as they are. Otherwise Auto-segment and box prompts name the bodies from anatomy
-        (:meth:`EditorState.name_levels`: C2's dens anchors the count), else in the order of ``levels``.
+        (:meth:`EditorState.name_levels`: C2 or L5 above the sacrum anchors the count), else in the order of
+        ``levels``.
     levels : str or sequence of str, optional
         The protocol, e.g. ``"C2-C7"``: flags a count that does not fit it, and names the bodies in its order
         when no landmark anchors the count (flagged unsure). Default none: without C2 in view, no names.

@@ -282,8 +282,8 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
         Secret for the pseudonyms (default ``$CERVKIT_PSEUDONYM_SALT``, see :func:`cervkit.io.privacy.pseudonym`).
     levels : str or sequence of str, optional
         The protocol (``"C2-C7"``): keep only the bodies named inside it (``predict --levels``). Names come from
-        anatomy (C2's dens, :func:`cervkit.inference.level_names.name_bodies`); without a landmark, from the
-        protocol's order (flagged ``levels_unsure``). Default: keep every body, name those a landmark names.
+        anatomy (C2, or L5 above the sacrum: :func:`cervkit.inference.level_names.name_bodies`); without a
+        landmark, from the protocol's order (flagged ``levels_unsure``). Default: keep every body, name those a landmark names.
 
     Returns
     -------
