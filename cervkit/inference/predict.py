@@ -283,7 +283,8 @@ def predict_files(predictor: Any, inputs: Sequence[str | PathLike[str]], out_dir
     levels : str or sequence of str, optional
         The protocol (``"C2-C7"``): keep only the bodies named inside it (``predict --levels``). Names come from
         anatomy (C2, or L5 above the sacrum: :func:`cervkit.inference.level_names.name_bodies`); without a
-        landmark, from the protocol's order (flagged ``levels_unsure``). Default: keep every body, name those a landmark names.
+        landmark, from the protocol's order (flagged ``levels_unsure``). Default: keep every body, name those a
+        landmark names.
 
     Returns
     -------
