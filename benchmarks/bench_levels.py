@@ -24,7 +24,8 @@ namings on the prediction with its bottom body dropped (a C7 that was never dete
     python benchmarks/bench_levels.py --run outputs/runs/phantom_levels      # evaluate an existing run
 
 ``--zoo xray mri`` measures the **shipped** models instead (single-class detector, names from
-:func:`cervkit.inference.level_names.name_bodies` anchored on C2, as :func:`cervkit.segment` does): on each
+:func:`cervkit.inference.level_names.name_bodies` anchored on C2 or L5 with the model's anchor classifier, as
+:func:`cervkit.segment` does): on each
 model card's phantom test images (:func:`cervkit.zoo.catalog.test_manifest`; true levels from their geometry
 JSON) and on ``--n-test`` fresh held-out phantoms (X-ray: every other one with C7 behind the shoulders). Per
 annotated body: found (a predicted body at IoU >= 0.5) and named right. ``accuracy_all`` counts a missed body
@@ -208,8 +209,10 @@ def evaluate(run: Path, n_test: int, size: int, seed0: int) -> tuple[dict[str, A
 
 
 def name_bodies_scored(pred: np.ndarray, gt: np.ndarray, gt_level: Mapping[int, str],
-                       spacing_mm: tuple[float, float] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Name the predicted bodies from C2 and score each annotated body: found, and named right.
+                       spacing_mm: tuple[float, float] | None,
+                       anchor_scores: Mapping[int, Mapping[str, float]] | None = None
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Name the predicted bodies from a landmark and score each annotated body: found, and named right.
 
     Parameters
     ----------
@@ -219,6 +222,9 @@ def name_bodies_scored(pred: np.ndarray, gt: np.ndarray, gt_level: Mapping[int, 
         True label → level name.
     spacing_mm : (float, float), optional
         Pixel spacing passed to :func:`cervkit.inference.level_names.name_bodies`.
+    anchor_scores : mapping, optional
+        The prediction's anchor classifier scores (``CascadePrediction.anchor_scores``), as ``cervkit.segment``
+        passes them.
 
     Returns
     -------
@@ -230,7 +236,7 @@ def name_bodies_scored(pred: np.ndarray, gt: np.ndarray, gt_level: Mapping[int, 
     from cervkit.evaluation.matching import match_instances
     from cervkit.inference.level_names import name_bodies
 
-    named = name_bodies(pred, spacing_mm=spacing_mm)
+    named = name_bodies(pred, spacing_mm=spacing_mm, anchor_scores=dict(anchor_scores) if anchor_scores else None)
     pred_of_gt = {m.gt_label: m.pred_label for m in match_instances(pred, gt, 0.5).matches}
     bodies = []
     for g, level in sorted(gt_level.items()):
@@ -295,7 +301,9 @@ def evaluate_zoo(names: list[str], n_test: int, seed0: int) -> tuple[Any, Any]:
     for name in names:
         predictor = load_predictor(name, device="cpu")
         for kind, group, image_id, image, gt, gt_level, spacing in _zoo_cases(name, n_test, seed0):
-            bodies, info = name_bodies_scored(predictor.predict(image).labels, gt, gt_level, spacing)
+            result = predictor.predict(image)
+            bodies, info = name_bodies_scored(result.labels, gt, gt_level, spacing,
+                                              getattr(result, "anchor_scores", None))
             rows += [{"model": name, "set": kind, "group": group, "image": image_id, **b, **info} for b in bodies]
     bodies = pd.DataFrame(rows)
     parts = []
