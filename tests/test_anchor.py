@@ -180,3 +180,15 @@ def test_the_editor_names_the_current_bodies_with_the_models_anchor() -> None:
     assert seen["shape"] == labels.shape and named.anchor == "L5 (sacrum below)"
     assert state.level_names[7] == "L5" and state.level_names[8] == "S1" and state.level_names[1] == "T11"
     assert state.name_levels().names == {}  # no model, no dens: unnamed, as before
+
+
+def test_a_body_split_in_two_takes_one_level_and_is_flagged() -> None:
+    labels = _column(8).copy()
+    rows, cols = np.nonzero(labels == 3)
+    labels[rows[rows >= rows.min() + 15], cols[rows >= rows.min() + 15]] = 9  # L1's lower part: a fragment
+    from cervkit.labels.instances import relabel_top_to_bottom
+
+    labels = relabel_top_to_bottom(labels)
+    named = name_bodies(labels, anchor_scores=_scores(labels, l5=8))
+    assert named.names[8] == "L5" and named.names[3] == named.names[4] == "L1" and named.names[1] == "T11"
+    assert named.unsure and "split in two" in " ".join(named.reasons)

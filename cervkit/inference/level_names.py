@@ -39,6 +39,12 @@ _TALLEST = 1.25  # as in measurements.levels: a top body this much taller than t
 _MISSING = 1.6   # centre gap / usual gap below C2 above which a level is missing in between
 _MISSING_C2 = 2.2  # the same for the C2-C3 gap, naturally longer (C2 is tall)
 _SMALL = 0.6     # area / median area below which a body is cut off (its centre is not a level's)
+_FRAGMENT = 0.55  # centre gap / usual gap below which the next body is a piece of the same one (a split body)
+
+
+def _fragment_reason(level: str, ratio: float) -> str:
+    return (f"two bodies {ratio:.1f}x the usual spacing apart: both named {level} (one body split in two?); "
+            f"the count goes on")
 
 
 def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], list[str]]:
@@ -62,6 +68,10 @@ def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], lis
     index = ANATOMICAL_LEVELS.index("C2")
     for i, gap in enumerate(gaps):
         ratio = gap / usual if usual > 0 else 1.0
+        if ratio < _FRAGMENT:
+            names[below[i + 1].label] = ANATOMICAL_LEVELS[index]
+            reasons.append(_fragment_reason(ANATOMICAL_LEVELS[index], ratio))
+            continue
         limit = _MISSING_C2 if i == 0 else _MISSING
         missing = max(1, int(round(ratio - (0.4 if i == 0 else 0.0))) - 1) if ratio > limit else 0
         if missing:
@@ -107,6 +117,10 @@ def _count_up_from_l5(stats: list[BodyStats], l5: int) -> tuple[dict[int, str], 
     index = ANATOMICAL_LEVELS.index("L5")
     for i, gap in enumerate(gaps):
         ratio = gap / usual if usual > 0 else 1.0
+        if ratio < _FRAGMENT:
+            names[up[i + 1].label] = ANATOMICAL_LEVELS[index]
+            reasons.append(_fragment_reason(ANATOMICAL_LEVELS[index], ratio))
+            continue
         missing = max(1, int(round(ratio)) - 1) if ratio > _MISSING else 0
         if missing:
             reasons.append(f"the gap above {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
