@@ -116,3 +116,19 @@ def test_per_level_detector_keeps_one_box_per_level() -> None:
     assert pred.labels[50, 20] == 0 and pred.labels[10, 20] == 1 and pred.labels[30, 20] == 2
     single = Cascade(_LevelDetector(boxes), _ThresholdSegmenter(), one_per_class=False).predict(image)
     assert single.n_vertebrae == 3
+
+
+def test_a_detection_off_the_spine_is_not_drawn() -> None:
+    image = np.zeros((120, 120), np.float32)
+    boxes = []
+    for i in range(5):  # a column of five bodies, 14 px tall, 20 px apart
+        y = 10 + 20 * i
+        image[y:y + 14, 60:84] = 1.0
+        boxes.append([58, y - 2, 86, y + 16])
+    image[8:40, 2:40] = 1.0  # a bright region beside the column (a brain, a bowel loop)
+    boxes.append([0, 6, 42, 42])
+    boxes = np.array(boxes, np.float32)
+    pred = Cascade(_BrightDetector(boxes), _ThresholdSegmenter()).predict(image)
+    assert pred.n_vertebrae == 5 and pred.labels[20, 20] == 0 and pred.n_detected == 5
+    loose = Cascade(_BrightDetector(boxes), _ThresholdSegmenter(), chain=False).predict(image)
+    assert loose.n_vertebrae == 6 and loose.labels[20, 20] > 0

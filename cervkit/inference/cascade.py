@@ -18,6 +18,11 @@ order along the spine together): a vertebra just outside the annotated range (T1
 T10 above T11) then cannot add an extra instance by looking like its neighbour, and a body
 the detector calls by its neighbour's name is not lost.
 
+With a single ``vertebra`` class, only the boxes on the spine are kept (``chain=True``, default):
+the most confident chain of body-to-body steps (:func:`cervkit.inference.level_boxes.spine_chain`), so a
+detection off the column (a bright brain or bowel region, a posterior element) is not drawn as a body,
+while every body in view, however many, stays.
+
 The same class serves YOLO-DeepLab: the segmenter is whatever model the run trained.
 """
 
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cervkit.core.image import Image
-from cervkit.inference.level_boxes import select_level_boxes
+from cervkit.inference.level_boxes import select_level_boxes, spine_chain
 from cervkit.labels.instances import relabel_top_to_bottom
 
 
@@ -165,16 +170,21 @@ class Cascade:
         Keep at most one box per level (:func:`~cervkit.inference.level_boxes.select_level_boxes`). Default:
         on when the detector has more than one class (a per-level detector), off for a single
         ``vertebra`` class.
+    chain : bool
+        With a single-class detector, keep only the boxes on the spine chain
+        (:func:`~cervkit.inference.level_boxes.spine_chain`); default True.
     anchor : cervkit.inference.anchor.AnchorClassifier, optional
         Scores each found body as L5 above the sacrum, S1 or other (``CascadePrediction.anchor_scores``), for
         lumbar level names.
     """
 
     def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
-                 min_area: int = 20, one_per_class: bool | None = None, anchor: Any = None) -> None:
+                 min_area: int = 20, one_per_class: bool | None = None, anchor: Any = None,
+                 chain: bool = True) -> None:
         self.detector = detector
         self.segmenter = segmenter
         self.anchor = anchor
+        self.chain = bool(chain)
         self.conf = conf
         self.threshold = threshold
         self.min_area = min_area
@@ -199,8 +209,12 @@ class Cascade:
             raise ValueError(f"the cascade needs a 2D image, got shape {array.shape}")
         t0 = time.perf_counter()
         det = self.detector.predict([array], conf=self.conf)[0]
+        keep = None
         if self.one_per_class and len(det):
             keep = select_level_boxes(det.boxes, det.scores, det.classes, self.n_levels)
+        elif self.chain and len(det) > 1:
+            keep = np.sort(spine_chain(det.boxes, det.scores))
+        if keep is not None:
             det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
                                "classes": det.classes[keep]})
         t1 = time.perf_counter()
