@@ -299,7 +299,8 @@ def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[s
         card = json.loads(card_file.read_text())
         card["metrics"] = metrics
         card["scored"] = {"date": time.strftime("%Y-%m-%d"), "cervkit": __version__,
-                          "inference": "segmenter with test-time left-right mirroring",
+                          "inference": "segmenter with test-time left-right mirroring; single-class boxes kept on the "
+                                       "spine chain",
                           "command": f"python -m cervkit zoo score {name} --write"}
         card_file.write_text(json.dumps(card, indent=2) + "\n")
         (zoo / f"{name}.md").write_text(_card_md(card))
