@@ -20,20 +20,6 @@ __all__ = ["body_names", "naming_summary"]
 _IOU = 0.5
 
 
-def _match(pred: np.ndarray, gt: np.ndarray, k: int) -> int | None:
-    """The predicted label with IoU ≥ 0.5 with true body ``k``, or None."""
-    body = gt == k
-    labels, counts = np.unique(pred[body], return_counts=True)
-    best, best_iou = None, 0.0
-    for lab, inter in zip(labels, counts):
-        if lab == 0:
-            continue
-        iou = inter / float(np.count_nonzero(body | (pred == lab)))
-        if iou > best_iou:
-            best, best_iou = int(lab), iou
-    return best if best_iou >= _IOU else None
-
-
 def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) -> pd.DataFrame:
     """Predict every image of a manifest with its ``levels`` and compare each annotated body's name.
 
@@ -58,6 +44,7 @@ def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) ->
     CervkitInputError
         The manifest has no ``levels`` column.
     """
+    from cervkit.evaluation.matching import match_instances
     from cervkit.inference.level_names import name_bodies
     from cervkit.io.images import read_image, read_mask
 
@@ -72,10 +59,11 @@ def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) ->
         named = name_bodies(result.labels, spacing_mm=image.spacing_mm, protocol=protocol,
                             anchor_scores=getattr(result, "anchor_scores", None) or None)
         source = str(manifest.df["source"].iloc[i]) if "source" in manifest.df.columns else ""
+        pred_of_gt = {m.gt_label: m.pred_label for m in match_instances(result.labels, gt, _IOU).matches}
         for k in (int(v) for v in np.unique(gt) if v):
             if k > len(levels):
                 continue
-            match = _match(result.labels, gt, k)
+            match = pred_of_gt.get(k)
             name = named.names.get(match, "") if match is not None else ""
             rows.append({"image": str(manifest.image_path(i)), "source": source, "level": levels[k - 1],
                          "found": match is not None, "name": name, "right": name == levels[k - 1],
