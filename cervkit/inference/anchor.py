@@ -62,20 +62,6 @@ class AnchorClassifier:
         net, config = load_anchor(file)
         return cls(net, config, device)
 
-    @staticmethod
-    def present(run: str | PathLike[str]) -> bool:
-        """Whether a run folder has an anchor classifier.
-
-        Parameters
-        ----------
-        run : str or PathLike
-
-        Returns
-        -------
-        bool
-        """
-        return (Path(run) / "anchor" / "model.pt").is_file()
-
     def score(self, image: np.ndarray, labels: np.ndarray) -> AnchorScores:
         """Class probabilities of every body of a label map.
 
