@@ -486,7 +486,7 @@ class MaskEditor(anywidget.AnyWidget):
         -------
         cervkit.inference.level_names.LevelNames
         """
-        named = self.state.name_levels(self.levels, model=self.run if getattr(self.run, "anchor", None) else None)
+        named = self.state.name_levels(self.levels, model=self.run)  # a model with an anchor classifier is used
         self.level_names = {str(k): v for k, v in self.state.level_names.items()}
         if named.unsure:
             self.status = f"{self.status} · levels unsure: " + ("; ".join(named.reasons) or "?")
