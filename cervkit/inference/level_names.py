@@ -47,6 +47,46 @@ def _fragment_reason(level: str, ratio: float) -> str:
             f"the count goes on")
 
 
+def _usual_gap(run: list[BodyStats]) -> tuple[np.ndarray, float]:
+    """Centre gaps along ``run`` (ordered away from the anchor) and the usual gap between full bodies."""
+    centres = np.array([body_centre(b) for b in run])
+    gaps = np.hypot(*np.diff(centres, axis=0).T)
+    areas = np.array([b.area for b in run])
+    full = areas >= _SMALL * float(np.median(areas))
+    pool = gaps[full[:-1] & full[1:]]
+    usual = float(np.median(pool)) if pool.size else 1.3 * float(np.median([b.height for b in run]))
+    return gaps, usual
+
+
+def _count_along(run: list[BodyStats], level: str, step: int, usual: float, *, first_limit: float = _MISSING,
+                 first_offset: float = 0.0) -> tuple[dict[int, str], list[str]]:
+    """Names of ``run[1:]`` counted from ``run[0]`` (named ``level``) one level per body in direction ``step``
+    (+1 down, -1 up), more where a gap is clearly longer than ``usual``; a body closer than a fragment's gap
+    takes its neighbour's level. The first gap has its own limit and offset (C2–C3 is naturally longer)."""
+    names: dict[int, str] = {}
+    reasons: list[str] = []
+    gaps = np.hypot(*np.diff(np.array([body_centre(b) for b in run]), axis=0).T)
+    index = ANATOMICAL_LEVELS.index(level)
+    side = "below" if step > 0 else "above"
+    for i, gap in enumerate(gaps):
+        ratio = gap / usual if usual > 0 else 1.0
+        if ratio < _FRAGMENT:
+            names[run[i + 1].label] = ANATOMICAL_LEVELS[index]
+            reasons.append(_fragment_reason(ANATOMICAL_LEVELS[index], ratio))
+            continue
+        limit, offset = (first_limit, first_offset) if i == 0 else (_MISSING, 0.0)
+        missing = max(1, int(round(ratio - offset)) - 1) if ratio > limit else 0
+        if missing:
+            reasons.append(f"the gap {side} {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
+                           f"{missing} level(s) missing")
+        index += step * (1 + missing)
+        if not 0 <= index < len(ANATOMICAL_LEVELS):
+            reasons.append("bodies below S1 left unnamed" if step > 0 else "bodies above C1 left unnamed")
+            break
+        names[run[i + 1].label] = ANATOMICAL_LEVELS[index]
+    return names, reasons
+
+
 def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], list[str]]:
     """Names counted outward from the C2 body ``stats[c2]``: one level per body below it, more where a gap
     is clearly too long; the body right above C2 is C1; bodies further up are left unnamed."""
@@ -59,46 +99,9 @@ def _count_from_c2(stats: list[BodyStats], c2: int) -> tuple[dict[int, str], lis
     below = stats[c2:]
     if len(below) < 2:
         return names, reasons
-    centres = np.array([body_centre(b) for b in below])
-    gaps = np.hypot(*np.diff(centres, axis=0).T)
-    areas = np.array([b.area for b in below[1:]])
-    full = areas >= _SMALL * float(np.median(areas))
-    pool = gaps[1:][full[:-1] & full[1:]]  # gaps between full bodies below C2
-    usual = float(np.median(pool)) if pool.size else 1.3 * float(np.median([b.height for b in below[1:]]))
-    index = ANATOMICAL_LEVELS.index("C2")
-    for i, gap in enumerate(gaps):
-        ratio = gap / usual if usual > 0 else 1.0
-        if ratio < _FRAGMENT:
-            names[below[i + 1].label] = ANATOMICAL_LEVELS[index]
-            reasons.append(_fragment_reason(ANATOMICAL_LEVELS[index], ratio))
-            continue
-        limit = _MISSING_C2 if i == 0 else _MISSING
-        missing = max(1, int(round(ratio - (0.4 if i == 0 else 0.0))) - 1) if ratio > limit else 0
-        if missing:
-            reasons.append(f"the gap below {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
-                           f"{missing} level(s) missing")
-        index += 1 + missing
-        if index >= len(ANATOMICAL_LEVELS):
-            reasons.append("bodies below S1 left unnamed")
-            break
-        names[below[i + 1].label] = ANATOMICAL_LEVELS[index]
-    return names, reasons
-
-
-_L5_SURE = 0.5    # a learnt landmark (C2 or L5) scoring below this does not anchor the count
-_L5_CLEAR = 0.8   # ... below this it anchors it, flagged unsure
-_L5_RIVAL = 0.3   # a second body scoring this for the same landmark flags the count
-
-
-def _usual_gap(run: list[BodyStats]) -> tuple[np.ndarray, float]:
-    """Centre gaps along ``run`` (ordered away from the anchor) and the usual gap between full bodies."""
-    centres = np.array([body_centre(b) for b in run])
-    gaps = np.hypot(*np.diff(centres, axis=0).T)
-    areas = np.array([b.area for b in run])
-    full = areas >= _SMALL * float(np.median(areas))
-    pool = gaps[full[:-1] & full[1:]]
-    usual = float(np.median(pool)) if pool.size else 1.3 * float(np.median([b.height for b in run]))
-    return gaps, usual
+    _, usual = _usual_gap(below[1:])  # the usual gap between full bodies below C2 (C2 itself is tall)
+    more, why = _count_along(below, "C2", +1, usual, first_limit=_MISSING_C2, first_offset=0.4)
+    return names | more, reasons + why
 
 
 def _count_up_from_l5(stats: list[BodyStats], l5: int) -> tuple[dict[int, str], list[str]]:
@@ -113,24 +116,13 @@ def _count_up_from_l5(stats: list[BodyStats], l5: int) -> tuple[dict[int, str], 
     up = stats[:l5 + 1][::-1]
     if len(up) < 2:
         return names, reasons
-    gaps, usual = _usual_gap(up)
-    index = ANATOMICAL_LEVELS.index("L5")
-    for i, gap in enumerate(gaps):
-        ratio = gap / usual if usual > 0 else 1.0
-        if ratio < _FRAGMENT:
-            names[up[i + 1].label] = ANATOMICAL_LEVELS[index]
-            reasons.append(_fragment_reason(ANATOMICAL_LEVELS[index], ratio))
-            continue
-        missing = max(1, int(round(ratio)) - 1) if ratio > _MISSING else 0
-        if missing:
-            reasons.append(f"the gap above {ANATOMICAL_LEVELS[index]} is {ratio:.1f}x the usual spacing: "
-                           f"{missing} level(s) missing")
-        index -= 1 + missing
-        if index < 0:
-            reasons.append("bodies above C1 left unnamed")
-            break
-        names[up[i + 1].label] = ANATOMICAL_LEVELS[index]
-    return names, reasons
+    more, why = _count_along(up, "L5", -1, _usual_gap(up)[1])
+    return names | more, reasons + why
+
+
+_L5_SURE = 0.5    # a learnt landmark (C2 or L5) scoring below this does not anchor the count
+_L5_CLEAR = 0.8   # ... below this it anchors it, flagged unsure
+_L5_RIVAL = 0.3   # a second body scoring this for the same landmark flags the count
 
 
 def _learnt_anchor(stats: list[BodyStats], scores: dict[int, dict[str, float]]
