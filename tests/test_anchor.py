@@ -34,11 +34,16 @@ def test_examples_come_from_the_levels_column_with_s1_one_step_below_l5() -> Non
     levels = ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
     examples = anchor_examples(labels, levels)
     classes = [c for _, c in examples]
-    assert classes == [0, 0, 0, 0, 0, 0, L5, S1]
-    l4, l5, s1 = (np.array(examples[i][0]) for i in (5, 6, 7))
+    assert classes == [0, 0, 0, 0, 0, 0, L5, S1, 0]
+    l4, l5, s1, s2 = (np.array(examples[i][0]) for i in (5, 6, 7, 8))
     np.testing.assert_allclose(s1 - l5, l5 - l4)  # S1 sits one L4→L5 step below L5
-    cervical = anchor_examples(_column(6), ["C2", "C3", "C4", "C5", "C6", "C7"])
-    assert [c for _, c in cervical] == [C2, 0, 0, 0, 0, 0]
+    np.testing.assert_allclose(s2 - s1, l5 - l4)  # S2, a negative, one more step down
+    cervical = anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"])
+    assert [c for _, c in cervical] == [C2, 0, 0, 0, 0, 0, 0]
+    c2, c3, c1 = (np.array(cervical[i][0]) for i in (0, 1, 6))
+    np.testing.assert_allclose(c2 - c1, c3 - c2)  # C1 (a negative) one C3→C2 step above C2
+    assert len(anchor_examples(_column(6, top=10), ["C2", "C3", "C4", "C5", "C6", "C7"])) == 6  # C1 off the image
+    assert len(anchor_examples(_column(7, top=120), levels)) == 8  # S2 below the image: left out
     assert anchor_examples(labels, None) == [] and anchor_examples(labels, []) == []
 
 
@@ -192,3 +197,15 @@ def test_a_body_split_in_two_takes_one_level_and_is_flagged() -> None:
     named = name_bodies(labels, anchor_scores=_scores(labels, l5=8))
     assert named.names[8] == "L5" and named.names[3] == named.names[4] == "L1" and named.names[1] == "T11"
     assert named.unsure and "split in two" in " ".join(named.reasons)
+
+
+def test_the_intensity_curve_stays_in_range_and_can_reorder_grey_values() -> None:
+    from cervkit.training.anchor import intensity_curve
+
+    ramp = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    rng = np.random.default_rng(3)
+    curves = [intensity_curve(ramp, rng) for _ in range(40)]
+    assert all(c.dtype == np.float32 and c.min() >= 0.0 and c.max() <= 1.0 for c in curves)
+    steps = [np.diff(c) for c in curves]
+    assert any((s >= 0).all() for s in steps) and any((s <= 0).all() for s in steps)  # monotone, either way
+    assert any((s > 1e-6).any() and (s < -1e-6).any() for s in steps)  # and non-monotone: tissues swap order

@@ -8,7 +8,9 @@ from a square window around each body, three body heights tall, which shows the 
 Both real lumbar sources end their annotation at L5, with S1 visible below and unannotated, so the examples are
 free: an annotated body is ``C2``, ``L5`` or ``other``, and the window one spacing below L5 is ``S1``. C2 (the
 dens, C1 above) is learnt where C2 is annotated (the cervical phantoms), the same landmark the dens shape rule
-looks for. Training and inference cut windows with the same function here.
+looks for. The windows just beyond each landmark are negatives (``other``): one spacing above C2 (C1, the
+atlas, or the skull base) and two below L5 (S2), so that neither the atlas nor the sacrum's lower part passes
+for a landmark. Training and inference cut windows with the same function here.
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None) -> list[tu
     Returns
     -------
     list of (box, class index)
-        Class indices into :data:`ANCHOR_CLASSES` (``C2`` and ``L5`` by their level, every other body ``other``). S1's box is L5's moved down by the L4→L5 step (or by 1.2 of
-        L5's height without L4); it is left out when it would start below the image.
+        Class indices into :data:`ANCHOR_CLASSES` (``C2`` and ``L5`` by their level, every other body
+        ``other``). S1's box is L5's moved down by the L4→L5 step (or by 1.2 of L5's height without L4), S2's
+        (``other``) by two steps; C1's (``other``) is C2's moved up by the C3→C2 step (or by 1.2 of C2's height
+        without C3). A moved box is left out when it would start outside the image.
     """
     if not levels:
         return []
@@ -114,12 +118,22 @@ def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None) -> list[tu
         name = str(levels[k - 1]).strip().upper()
         by_level[name] = np.asarray(box, np.float64)
         out.append((tuple(float(v) for v in box), ANCHOR_CLASSES.index(name) if name in ("C2", "L5") else 0))
-    l5 = by_level.get("L5")
-    if l5 is not None:
-        l4 = by_level.get("L4")
-        step = ((l5[:2] + l5[2:]) / 2 - (l4[:2] + l4[2:]) / 2) if l4 is not None else np.array(
-            [0.0, 1.2 * (l5[3] - l5[1])])
-        s1 = np.concatenate([l5[:2] + step, l5[2:] + step])
-        if s1[1] < labels.shape[0] - 2:
-            out.append((tuple(float(v) for v in s1), ANCHOR_CLASSES.index("S1")))
+    height = labels.shape[0]
+    for landmark, neighbour, moves in (("L5", "L4", ((1, "S1"), (2, "other"))), ("C2", "C3", ((1, "other"),))):
+        box = by_level.get(landmark)
+        if box is None:
+            continue
+        step = _step(box, by_level.get(neighbour), down=landmark == "L5")
+        for times, cls in moves:
+            moved = np.concatenate([box[:2], box[2:]]) + np.tile(times * step, 2)
+            if moved[1] < height - 2 and moved[3] > 2:
+                out.append((tuple(float(v) for v in moved), ANCHOR_CLASSES.index(cls)))
     return out
+
+
+def _step(box: np.ndarray, neighbour: np.ndarray | None, *, down: bool) -> np.ndarray:
+    """The centre step from ``neighbour`` to ``box`` (one level further out), or, without a neighbour, 1.2 of the
+    box's height down (``down``) or up."""
+    if neighbour is not None:
+        return (box[:2] + box[2:]) / 2 - (neighbour[:2] + neighbour[2:]) / 2
+    return np.array([0.0, (1.2 if down else -1.2) * (box[3] - box[1])])

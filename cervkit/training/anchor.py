@@ -3,7 +3,10 @@
 The examples come from the manifests' ``levels`` column (:func:`cervkit.labels.context.anchor_examples`); a run
 whose training data annotates neither C2 nor L5 has nothing to learn, and
 :func:`train_anchor` returns None. Augmentation keeps what the task depends on, up and down: horizontal flips,
-box jitter, window scale, gamma and contrast inversion (another sequence), never a vertical flip.
+box jitter, window scale, a random intensity curve (smooth, five control points, monotone or not: another
+sequence maps tissues to other grey values; or gamma and inversion), noise, a field of view ending near the body,
+never a vertical flip. The intensity curve and the noise are there for sources the classifier never saw: an
+anchor trained on T2 and phantoms only must still find L5 on Dixon slices.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 from cervkit.labels.context import ANCHOR_CLASSES, CONTEXT_SIZE, CONTEXT_SPAN, anchor_examples, context_crop
 from cervkit.labels.crops import jitter_box
 
-__all__ = ["AnchorRun", "anchor_samples", "train_anchor"]
+__all__ = ["AnchorRun", "anchor_samples", "intensity_curve", "train_anchor"]
 
 STAGE_DIR = "anchor"
 MODEL_FILE = "model.pt"
@@ -83,6 +86,28 @@ def anchor_samples(manifest: Any, split: str) -> tuple[list[np.ndarray], list[tu
     return images, samples
 
 
+def intensity_curve(image: np.ndarray, rng: np.random.Generator, points: int = 5) -> np.ndarray:
+    """Map a [0, 1] image through a random piecewise-linear curve (half the time monotone, either direction).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Values in [0, 1].
+    rng : numpy.random.Generator
+    points : int
+        Control points, evenly spaced on the input axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, values in [0, 1].
+    """
+    ys = rng.uniform(0.0, 1.0, points)
+    if rng.random() < 0.5:
+        ys = np.sort(ys)[::-1] if rng.random() < 0.5 else np.sort(ys)
+    return np.interp(image, np.linspace(0.0, 1.0, points), ys).astype(np.float32)
+
+
 def _batch(images: list[np.ndarray], samples: list, rng: np.random.Generator | None) -> torch.Tensor:
     """Context windows of ``samples``, augmented when ``rng`` is given."""
     crops = []
@@ -94,9 +119,14 @@ def _batch(images: list[np.ndarray], samples: list, rng: np.random.Generator | N
             span *= float(rng.uniform(0.85, 1.15))
             lo, hi = float(img.min()), float(img.max())
             img = (img - lo) / max(hi - lo, 1e-6)
-            img = img ** float(np.exp(rng.uniform(-0.5, 0.5)))
-            if rng.random() < 0.25:
-                img = 1.0 - img
+            if rng.random() < 0.7:
+                img = intensity_curve(img, rng)
+            else:
+                img = img ** float(np.exp(rng.uniform(-0.5, 0.5)))
+                if rng.random() < 0.25:
+                    img = 1.0 - img
+            if rng.random() < 0.5:
+                img = img + rng.normal(0.0, rng.uniform(0.0, 0.08), img.shape).astype(np.float32)
             if rng.random() < 0.3:  # a field of view ending near the body: the image edge must not tell L5
                 img = img.copy()
                 h = box[3] - box[1]
