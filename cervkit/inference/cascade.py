@@ -21,7 +21,10 @@ the detector calls by its neighbour's name is not lost.
 With a single ``vertebra`` class, only the boxes on the spine are kept (``chain=True``, default):
 the most confident chain of body-to-body steps (:func:`cervkit.inference.level_boxes.spine_chain`), so a
 detection off the column (a bright brain or bowel region, a posterior element) is not drawn as a body,
-while every body in view, however many, stays.
+while every body in view, however many, stays. Detections below ``conf`` but above ``recall_conf`` are
+added where the chain expects a body (beyond its ends or in a gap) and kept when the segmenter finds a
+confident body in them (:mod:`cervkit.inference.chain_recall`): a C7 behind the shoulders, a body cut by the
+image border.
 
 The same class serves YOLO-DeepLab: the segmenter is whatever model the run trained.
 """
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from cervkit.core.image import Image
+from cervkit.inference.chain_recall import extend_chain, weak_body_kept
 from cervkit.inference.level_boxes import select_level_boxes, spine_chain
 from cervkit.labels.instances import relabel_top_to_bottom
 
@@ -173,6 +177,9 @@ class Cascade:
     chain : bool
         With a single-class detector, keep only the boxes on the spine chain
         (:func:`~cervkit.inference.level_boxes.spine_chain`); default True.
+    recall_conf : float, optional
+        With the chain: weaker detections down to this confidence continue it where it expects a body
+        (:func:`~cervkit.inference.chain_recall.extend_chain`); None: off.
     anchor : cervkit.inference.anchor.AnchorClassifier, optional
         Scores each found body as L5 above the sacrum, S1 or other (``CascadePrediction.anchor_scores``), for
         lumbar level names.
@@ -180,8 +187,9 @@ class Cascade:
 
     def __init__(self, detector, segmenter, *, conf: float = 0.25, threshold: float = 0.5,
                  min_area: int = 20, one_per_class: bool | None = None, anchor: Any = None,
-                 chain: bool = True) -> None:
+                 chain: bool = True, recall_conf: float | None = 0.05) -> None:
         self.detector = detector
+        self.recall_conf = recall_conf
         self.segmenter = segmenter
         self.anchor = anchor
         self.chain = bool(chain)
@@ -208,17 +216,27 @@ class Cascade:
         if array.ndim != 2:
             raise ValueError(f"the cascade needs a 2D image, got shape {array.shape}")
         t0 = time.perf_counter()
-        det = self.detector.predict([array], conf=self.conf)[0]
-        keep = None
-        if self.one_per_class and len(det):
-            keep = select_level_boxes(det.boxes, det.scores, det.classes, self.n_levels)
-        elif self.chain and len(det) > 1:
-            keep = np.sort(spine_chain(det.boxes, det.scores))
-        if keep is not None:
-            det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
-                               "classes": det.classes[keep]})
+        recall = self.chain and not self.one_per_class and self.recall_conf is not None
+        det = self.detector.predict([array], conf=min(self.conf, self.recall_conf) if recall else self.conf)[0]
+        strong = np.flatnonzero(det.scores >= self.conf)
+        keep = strong
+        if self.one_per_class and len(strong):
+            keep = strong[select_level_boxes(det.boxes[strong], det.scores[strong], det.classes[strong],
+                                             self.n_levels)]
+        elif self.chain and len(strong) > 1:
+            keep = strong[spine_chain(det.boxes[strong], det.scores[strong])]  # top to bottom
+            keep = extend_chain(det.boxes, det.scores, keep) if recall else np.sort(keep)
+        det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
+                           "classes": det.classes[keep]})
         t1 = time.perf_counter()
         crops = self.segmenter.predict_crops(array, det.boxes) if len(det) else []
+        if crops and recall:  # a weak box stays only where the segmenter finds a confident body
+            ok = [i for i, c in enumerate(crops) if det.scores[i] >= self.conf
+                  or weak_body_kept(c.prob, self.threshold, self.min_area)]
+            if len(ok) < len(crops):
+                crops = [crops[i] for i in ok]
+                det = type(det)(**{**det.__dict__, "boxes": det.boxes[ok], "scores": det.scores[ok],
+                                   "classes": det.classes[ok]})
         t2 = time.perf_counter()
         labels, kept, mean_prob = paste_by_probability(
             array.shape, [c.int_box for c in crops], [c.prob for c in crops],
