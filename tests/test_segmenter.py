@@ -216,3 +216,27 @@ def test_real_mri_crops(real_manifest_path: Path) -> None:
         s = ds.sample(index)
         assert s.image.shape == s.target.shape == (64, 64)
         assert s.target.mean() > 0.2, "the vertebra fills a good part of its crop"
+
+
+def test_edge_cut_teaches_bodies_that_the_image_border_cuts(phantoms) -> None:
+    from cervkit.training.crop_dataset import cut_at_border
+
+    image, labels = phantoms[0]
+    rng = np.random.default_rng(0)
+    sides = set()
+    for _ in range(20):
+        part_image, part = cut_at_border(image, labels, 3, rng)
+        rows = np.flatnonzero((part == 3).any(axis=1))
+        full = np.flatnonzero((labels == 3).any(axis=1))
+        assert part_image.shape == part.shape and 0.15 < rows.size / full.size < 0.85
+        assert rows[0] == 0 or rows[-1] == part.shape[0] - 1  # the body now ends at the border
+        sides.add(int(rows[0] == 0))
+    assert sides == {0, 1}, "both the top and the bottom border cut"
+
+    def touching(ds: CropDataset) -> float:
+        hits = [bool(s.target[0].any() or s.target[-1].any()) for s in (ds.sample(i) for i in range(len(ds)))]
+        return float(np.mean(hits))
+
+    assert touching(CropDataset(phantoms, crop_size=32, augment=True, seed=2, edge_cut=1.0)) > 0.9
+    assert touching(CropDataset(phantoms, crop_size=32, augment=True, seed=2)) < 0.3
+    assert CropDataset(phantoms, crop_size=32, augment=False, edge_cut=1.0).edge_cut == 0.0  # training only

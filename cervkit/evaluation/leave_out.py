@@ -142,7 +142,8 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
                          finetune_minutes: Mapping[str, Any] | None = None,
                          detector_options: Mapping[str, Any] | None = None,
                          finetune_options: Mapping[str, Mapping[str, Any]] | None = None, reuse: bool = False,
-                         quick: bool = False) -> pd.DataFrame:
+                         quick: bool = False, segmenter_options: Mapping[str, Any] | None = None,
+                         anchor_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Leave each of ``held_out`` out in turn: train on the rest, score, fine-tune on a few images, score again.
 
     Parameters
@@ -161,8 +162,8 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
     device : str, optional
     max_minutes, finetune_minutes : mapping, optional
         Stage → cap in minutes for training and fine-tuning (``detector``, ``segmenter``).
-    detector_options : mapping, optional
-        Extra detector options for training (e.g. ``imgsz``, ``epochs``, ``patience``).
+    detector_options, segmenter_options, anchor_options : mapping, optional
+        Extra options of each stage for training (e.g. ``imgsz``, ``epochs``, ``patience``; a shipped recipe's).
     finetune_options : mapping, optional
         ``{"detector": {...}, "segmenter": {...}}`` options of the fine-tune (e.g. ``epochs``, ``patience``).
     reuse : bool
@@ -199,6 +200,8 @@ def leave_one_source_out(sources: Mapping[str, Any], out: str | PathLike[str], *
                             device=device, quick=quick, overwrite=True, validate=False,
                             detector_classes="single",
                             detector_options=dict(detector_options or {}),
+                            segmenter_options=dict(segmenter_options or {}),
+                            anchor_options=dict(anchor_options) if anchor_options else None,
                             max_minutes=dict(max_minutes) if max_minutes else "auto")
             minutes = {"unseen": (time.perf_counter() - start) / 60}
         result: dict[str, Any] = {"held_out": name, "trained_on": [p.stem for p in train_csvs],

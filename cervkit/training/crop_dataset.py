@@ -6,6 +6,11 @@ One item of :class:`CropDataset` is one vertebral body ``k`` of one image:
    pipeline (:func:`cervkit.transforms.augment.paper_pipeline`: flips, ±10° rotation, 90–110 % scale, ±5 px shift,
    random crop, salt-and-pepper), seeded by ``(seed, epoch, image index)`` so all crops of one image in
    one epoch share it;
+   With ``edge_cut`` > 0, that share of training items first cuts the image (and label map) along a row
+   through body ``k``, keeping the part above or below: the body then ends at the image border, as one
+   cut by a narrow or zoomed field of view (:func:`cut_at_border`). The crop window of such a sliver is
+   clipped to the image and stretched to the square input; without these examples the segmenter filled the
+   whole window (mask IoU 0.2-0.4 with the true sliver at 2x zoom);
 2. a **crop window** around the ground-truth box of ``k``: each box edge is shifted by up to ``jitter`` ×
    the box's size (independently, uniform), then the box grows by ``margin`` on each side
    (:func:`crop_window`). This teaches the model to tolerate detector boxes. With
@@ -146,6 +151,33 @@ class CropSample:
     label: int
 
 
+def cut_at_border(image: np.ndarray, labels: np.ndarray, label: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The image and label map cut along a row through body ``label``: the part above or below (equal odds).
+
+    Parameters
+    ----------
+    image, labels : numpy.ndarray
+        (H, W) image and label map.
+    label : int
+        The body to cut; the row lies between 20 % and 80 % of its height.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Views of ``image`` and ``labels``: the body now touches the top or bottom border.
+    """
+    rows = np.flatnonzero((labels == label).any(axis=1))
+    if rows.size < 5:
+        return image, labels
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    row = int(round(top + rng.uniform(0.2, 0.8) * (bottom - top)))
+    if rng.random() < 0.5:
+        return image[:row], labels[:row]
+    return image[row:], labels[row:]
+
+
 class CropDataset(Dataset):
     """One item per (image, vertebra): a jittered, augmented, normalised crop and its binary target.
 
@@ -163,15 +195,19 @@ class CropDataset(Dataset):
         Geometric (paper) and intensity augmentation; False for validation.
     seed : int
         Base seed; items depend only on ``(seed, epoch, index)``.
+    edge_cut : float
+        Share of training items whose body the image border cuts (:func:`cut_at_border`); only with
+        ``augment``.
     """
 
     def __init__(self, manifest_or_samples: Any, *, crop_size: int = 128, margin: float = 0.15,
-                 jitter: float = 0.1, augment: bool = True, seed: int = 0) -> None:
+                 jitter: float = 0.1, augment: bool = True, seed: int = 0, edge_cut: float = 0.0) -> None:
         self.samples = load_samples(manifest_or_samples)
         self.crop_size = int(crop_size)
         self.margin = float(margin)
         self.jitter = float(jitter)
         self.augment = bool(augment)
+        self.edge_cut = float(edge_cut) if self.augment else 0.0
         self.seed = int(seed)
         self.epoch = 0
         self.items = [(i, k) for i, (_, lab) in enumerate(self.samples) for k in range(1, int(lab.max()) + 1)]
@@ -229,6 +265,8 @@ class CropDataset(Dataset):
         n_labels = int(self.samples[image_index][1].max())
         image, labels = self._augmented(image_index, n_labels)
         rng = np.random.default_rng(item_seed(self.seed, self.epoch, index))
+        if self.edge_cut > 0 and rng.random() < self.edge_cut:
+            image, labels = cut_at_border(image, labels, label, rng)
         box = boxes_from_labels((labels == label).astype(np.uint8))[0]
         window = crop_window(box, image.shape, self.margin, jitter=self.jitter, rng=rng)
         size = (self.crop_size, self.crop_size)
