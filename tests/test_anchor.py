@@ -167,6 +167,15 @@ def test_naming_counts_a_missed_or_misnamed_body_as_an_error(tmp_path: Path) -> 
     missed = body_names(Stub(c2=1, drop=6), manifest)  # C7 not found: an error, though the rest is right
     assert not missed["found"].iloc[5] and not missed["right"].iloc[5] and missed["right"].sum() == 10
 
+    from cervkit.evaluation.evaluate import evaluate_predictor
+
+    made: dict = {}  # scoring predicts once: the evaluation hands its predictions to the naming
+    stub = Stub(c2=1, drop=6)
+    evaluate_predictor(stub, manifest, split=None, progress=False, n_boot=10, keep=made)
+    assert stub.i == 2 and len(made) == 2
+    again = body_names(stub, manifest, predictions=made)
+    assert stub.i == 2 and again.equals(missed)
+
 
 def test_the_editor_names_the_current_bodies_with_the_models_anchor() -> None:
     from types import SimpleNamespace

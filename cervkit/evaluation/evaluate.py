@@ -53,7 +53,8 @@ class Evaluation:
 
 
 def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progress: bool | None = None,
-                       n_boot: int = 2000, seed: int = 0, unannotated: bool | str = "auto") -> Evaluation:
+                       n_boot: int = 2000, seed: int = 0, unannotated: bool | str = "auto",
+                       keep: dict[str, Any] | None = None) -> Evaluation:
     """Predict every image of a manifest (one split) and compare with its mask.
 
     Parameters
@@ -74,6 +75,9 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
         Drop predicted bodies outside the annotated levels before scoring
         (:func:`cervkit.evaluation.matching.drop_unannotated`). ``"auto"``: when the manifest has a ``levels``
         column, i.e. declares which levels its masks annotate.
+    keep : dict, optional
+        Filled with image path (``str``) → prediction, for a second look without predicting again
+        (e.g. :func:`cervkit.evaluation.naming.body_names`).
 
     Returns
     -------
@@ -103,6 +107,8 @@ def evaluate_predictor(predictor, manifest, *, split: str | None = "test", progr
         start = time.perf_counter()
         pred = predictor.predict(image.array)
         seconds = time.perf_counter() - start
+        if keep is not None:
+            keep[str(row.image)] = pred
         labels = drop_unannotated(pred.labels, gt) if unannotated else pred.labels
         dropped = len(np.unique(pred.labels)) - len(np.unique(labels))
         per_image, per_vertebra = image_and_vertebra_metrics(labels, gt, spacing)

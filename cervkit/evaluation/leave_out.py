@@ -60,7 +60,8 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
 
     table = manifest.with_df(manifest.df.assign(split="test"))
     predictor = load_predictor(run, device=device)
-    ev = evaluate_predictor(predictor, table, split="test", progress=False, n_boot=200, unannotated=True)
+    made: dict[str, Any] = {}
+    ev = evaluate_predictor(predictor, table, split="test", progress=False, n_boot=200, unannotated=True, keep=made)
     write_evaluation(ev, out, overwrite=True)
     gt = ev.vertebrae[~ev.vertebrae["false_positive"]].copy()
     if "levels" in table.df.columns:  # label k of an image is the k-th of its row's annotated levels
@@ -73,7 +74,7 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     if "levels" in table.df.columns:
         from cervkit.evaluation.naming import body_names
 
-        named_right = round(float(body_names(predictor, table)["right"].mean()), 4)
+        named_right = round(float(body_names(predictor, table, predictions=made)["right"].mean()), 4)
     return {"images": int(len(ev.images)), "bodies": int(len(gt)), "named_right": named_right,
             "dice_image": round(float(ev.images["dice"].mean()), 4),
             "dice_vertebra": round(float(gt["dice"].fillna(0).mean()), 4),

@@ -8,6 +8,7 @@ The true names come from the manifest's ``levels`` column (label ``k`` is the ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ __all__ = ["body_names", "naming_summary"]
 _IOU = 0.5
 
 
-def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) -> pd.DataFrame:
+def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None,
+               predictions: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Predict every image of a manifest with its ``levels`` and compare each annotated body's name.
 
     Parameters
@@ -32,6 +34,9 @@ def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) ->
         With masks and a ``levels`` column; every row is used.
     protocol : str, optional
         Passed to :func:`~cervkit.inference.level_names.name_bodies` (default: none, the anatomy alone).
+    predictions : mapping, optional
+        Image path (``str``) → prediction already made (``evaluate_predictor(..., keep=)``); other images are
+        predicted here.
 
     Returns
     -------
@@ -55,7 +60,8 @@ def body_names(predictor: Any, manifest: Any, *, protocol: str | None = None) ->
         levels = [v.strip() for v in str(manifest.df["levels"].iloc[i]).split(",") if v.strip()]
         image = read_image(manifest.image_path(i))
         gt = read_mask(manifest.mask_path(i))
-        result = predictor.predict(image.array)
+        made = predictions.get(str(manifest.image_path(i))) if predictions is not None else None
+        result = made if made is not None else predictor.predict(image.array)
         named = name_bodies(result.labels, spacing_mm=image.spacing_mm, protocol=protocol,
                             anchor_scores=getattr(result, "anchor_scores", None) or None)
         source = str(manifest.df["source"].iloc[i]) if "source" in manifest.df.columns else ""

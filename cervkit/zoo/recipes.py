@@ -70,7 +70,9 @@ def score_sources(run: str | PathLike[str], split: Any, *, device: str | None = 
         part = split.with_df(split.df[split.df["source"].astype(str) == name].reset_index(drop=True))
         if not (part.df["split"] == "test").any():
             continue
-        ev = evaluate_predictor(predictor, part, split="test", progress=False, n_boot=200, unannotated=True)
+        made: dict[str, Any] = {}
+        ev = evaluate_predictor(predictor, part, split="test", progress=False, n_boot=200, unannotated=True,
+                                keep=made)
         gt = ev.vertebrae[~ev.vertebrae["false_positive"]]
         out[name] = {"images": len(ev.images), "bodies": len(gt),
                      "dice_image": round(float(ev.images["dice"].mean()), 4),
@@ -80,7 +82,8 @@ def score_sources(run: str | PathLike[str], split: Any, *, device: str | None = 
                      "seconds_median": round(float(np.median(ev.images["seconds"])), 4)}
         if "levels" in part.df.columns:
             test = part.with_df(part.df[part.df["split"] == "test"].reset_index(drop=True))
-            out[name]["named_right"] = float(naming_summary(body_names(predictor, test))["right"].iloc[0])
+            out[name]["named_right"] = float(naming_summary(body_names(predictor, test, predictions=made))["right"]
+                                             .iloc[0])
     return out
 
 
@@ -300,7 +303,7 @@ def rescore(name: str, *, device: str | None = "cpu", work_dir: str | PathLike[s
         card["metrics"] = metrics
         card["scored"] = {"date": time.strftime("%Y-%m-%d"), "cervkit": __version__,
                           "inference": "segmenter with test-time left-right mirroring; single-class boxes kept on the "
-                                       "spine chain",
+                                       "spine chain, weak boxes (confidence 0.05-0.25) where it expects a body",
                           "command": f"python -m cervkit zoo score {name} --write"}
         card_file.write_text(json.dumps(card, indent=2) + "\n")
         (zoo / f"{name}.md").write_text(_card_md(card))
