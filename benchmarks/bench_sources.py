@@ -9,7 +9,7 @@ scored on the images of its other patients
 (:func:`cervkit.evaluation.leave_out.leave_one_source_out`).
 
 Every stage takes the shipped ``mri`` recipe's options (detector: image size, epochs, patience, batch, zoom
-copies; segmenter: epochs, patience, edge cuts; anchor: epochs, patience); budgets
+copies; segmenter: epochs, patience; anchor: epochs, patience); budgets
 are wall-clock caps per stage (``--minutes detector,segmenter`` and ``--finetune-minutes``); the shipped recipe
 uses 30 + 18 minutes, this benchmark less by default, so its numbers are a lower bound for the recipe. Writes
 ``OUT/table.csv`` and ``OUT/<source>/result.json`` (per-level Dice).
@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 
-FINETUNE = {"detector": {"epochs": 100, "patience": 100},
-            "segmenter": {"epochs": 60, "patience": 60, "edge_cut": 0.15}}
+FINETUNE = {"detector": {"epochs": 100, "patience": 100}, "segmenter": {"epochs": 60, "patience": 60}}
 """Five images are few: no early stop on one validation image; the time caps bound the fine-tune (best epoch kept)."""
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,20 @@ def _column(n: int = 8, *, top: int = 30, height: int = 26, gap: int = 10, size:
 def test_examples_come_from_the_levels_column_with_s1_one_step_below_l5() -> None:
     labels = _column(7)
     levels = ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
-    examples = anchor_examples(labels, levels)
+    assert [c for _, c in anchor_examples(labels, levels)] == [0, 0, 0, 0, 0, 0, L5, S1]  # the recipes' examples
+    examples = anchor_examples(labels, levels, beyond=True)
     classes = [c for _, c in examples]
     assert classes == [0, 0, 0, 0, 0, 0, L5, S1, 0]
     l4, l5, s1, s2 = (np.array(examples[i][0]) for i in (5, 6, 7, 8))
     np.testing.assert_allclose(s1 - l5, l5 - l4)  # S1 sits one L4→L5 step below L5
     np.testing.assert_allclose(s2 - s1, l5 - l4)  # S2, a negative, one more step down
-    cervical = anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"])
+    assert [c for _, c in anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"])] == [C2, 0, 0, 0, 0, 0]
+    cervical = anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"], beyond=True)
     assert [c for _, c in cervical] == [C2, 0, 0, 0, 0, 0, 0]
     c2, c3, c1 = (np.array(cervical[i][0]) for i in (0, 1, 6))
     np.testing.assert_allclose(c2 - c1, c3 - c2)  # C1 (a negative) one C3→C2 step above C2
-    assert len(anchor_examples(_column(6, top=10), ["C2", "C3", "C4", "C5", "C6", "C7"])) == 6  # C1 off the image
-    assert len(anchor_examples(_column(7, top=120), levels)) == 8  # S2 below the image: left out
+    assert len(anchor_examples(_column(6, top=10), ["C2", "C3", "C4", "C5", "C6", "C7"], beyond=True)) == 6  # C1 off
+    assert len(anchor_examples(_column(7, top=120), levels, beyond=True)) == 8  # S2 below the image: left out
     assert anchor_examples(labels, None) == [] and anchor_examples(labels, []) == []
 
 
@@ -132,6 +135,10 @@ def test_train_anchor_learns_from_levels_and_skips_data_without_landmarks(tmp_pa
     no_landmark = manifest.with_df(manifest.df.assign(levels="C3,C4,C5,C6,C7,T1"))
     assert train_anchor(no_landmark, tmp_path / "run2", epochs=1) is None
     assert not (tmp_path / "run2" / "anchor").exists()
+    wide = train_anchor(manifest, tmp_path / "run3", epochs=1, seed=0, other_sequences=True, beyond=True)
+    config = json.loads(wide.config_json.read_text())
+    assert config["arguments"]["other_sequences"] and config["arguments"]["beyond"]
+    assert config["data"]["train_windows"] > json.loads(run.config_json.read_text())["data"]["train_windows"]  # + C1
 
 
 def test_naming_counts_a_missed_or_misnamed_body_as_an_error(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from a square window around each body, three body heights tall, which shows the 
 Both real lumbar sources end their annotation at L5, with S1 visible below and unannotated, so the examples are
 free: an annotated body is ``C2``, ``L5`` or ``other``, and the window one spacing below L5 is ``S1``. C2 (the
 dens, C1 above) is learnt where C2 is annotated (the cervical phantoms), the same landmark the dens shape rule
-looks for. The windows just beyond each landmark are negatives (``other``): one spacing above C2 (C1, the
-atlas, or the skull base) and two below L5 (S2), so that neither the atlas nor the sacrum's lower part passes
-for a landmark. Training and inference cut windows with the same function here.
+looks for. On request (``beyond``) the windows just beyond each landmark are negatives (``other``): one spacing
+above C2 (C1, the atlas, or the skull base) and two below L5 (S2). Training and inference cut windows with the
+same function here.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def context_crop(image: np.ndarray, box: Sequence[float], *, size: int = CONTEXT
     return normalise_crop(resize(window, (size, size), nearest=False))
 
 
-def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None) -> list[tuple[tuple[float, ...], int]]:
+def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None, *,
+                    beyond: bool = False) -> list[tuple[tuple[float, ...], int]]:
     """Anchor-class examples of one annotated label map: each body's box and class, plus S1's window.
 
     Parameters
@@ -97,14 +98,16 @@ def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None) -> list[tu
         (H, W) label map; label ``k`` is the ``k``-th of ``levels`` (top to bottom, as the manifests number them).
     levels : sequence of str, optional
         The row's annotated levels (the manifest's ``levels`` column); without them no example is made.
+    beyond : bool
+        Also S2 (two steps below L5) and C1 (one step above C2) as ``other``.
 
     Returns
     -------
     list of (box, class index)
         Class indices into :data:`ANCHOR_CLASSES` (``C2`` and ``L5`` by their level, every other body
-        ``other``). S1's box is L5's moved down by the L4→L5 step (or by 1.2 of L5's height without L4), S2's
-        (``other``) by two steps; C1's (``other``) is C2's moved up by the C3→C2 step (or by 1.2 of C2's height
-        without C3). A moved box is left out when it would start outside the image.
+        ``other``). S1's box is L5's moved down by the L4→L5 step (or by 1.2 of L5's height without L4); with
+        ``beyond``, S2's (``other``) by two steps and C1's (``other``) is C2's moved up by the C3→C2 step (or by
+        1.2 of C2's height without C3). A moved box is left out when it would start outside the image.
     """
     if not levels:
         return []
@@ -119,7 +122,9 @@ def anchor_examples(labels: np.ndarray, levels: Sequence[str] | None) -> list[tu
         by_level[name] = np.asarray(box, np.float64)
         out.append((tuple(float(v) for v in box), ANCHOR_CLASSES.index(name) if name in ("C2", "L5") else 0))
     height = labels.shape[0]
-    for landmark, neighbour, moves in (("L5", "L4", ((1, "S1"), (2, "other"))), ("C2", "C3", ((1, "other"),))):
+    plan = (("L5", "L4", ((1, "S1"), (2, "other"))), ("C2", "C3", ((1, "other"),))) if beyond else (
+        ("L5", "L4", ((1, "S1"),)),)
+    for landmark, neighbour, moves in plan:
         box = by_level.get(landmark)
         if box is None:
             continue

@@ -75,7 +75,7 @@ RECIPES: dict[str, Recipe] = {
                  Source("phantoms_mri", {"style": "mri", "n": 60, "n_patients": 20, "seed": 1, "size": (384, 384)})),
         detector={"classes": "single", "imgsz": 320, "epochs": 120, "patience": 25, "batch": 16,
                   "zoom_copies": (0.5, 2.0), "max_minutes": 30},
-        segmenter={"epochs": 60, "patience": 20, "max_minutes": 18, "edge_cut": 0.15},
+        segmenter={"epochs": 60, "patience": 20, "max_minutes": 18},
         anchor={"epochs": 40, "patience": 12},
         intended_use=("Pre-annotating sagittal T1/T2/Dixon MRI slices for correction in the editor.",
                       "A starting point for fine-tuning on one's own scanner."),
