@@ -225,3 +225,14 @@ def test_the_intensity_curve_stays_in_range_and_can_reorder_grey_values() -> Non
     steps = [np.diff(c) for c in curves]
     assert any((s >= 0).all() for s in steps) and any((s <= 0).all() for s in steps)  # monotone, either way
     assert any((s > 1e-6).any() and (s < -1e-6).any() for s in steps)  # and non-monotone: tissues swap order
+
+
+def test_a_spine_that_looks_lumbar_is_not_named_by_the_c2_shape_rules() -> None:
+    labels = _column(7, top=60).copy()
+    labels[20:60][labels[60:100] == 1] = 1  # the top body twice as tall: the "tallest top body" rule would say C2
+    assert name_bodies(labels).anchor == "C2 (tallest top body)"
+    hint = name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.35))  # L5 weakly seen, no C2 at all
+    assert hint.names == {} and hint.unsure and "L5 scored 0.35 only" in hint.reasons[0]
+    assert name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.1)).anchor == "C2 (tallest top body)"
+    ordered = name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.35), protocol="T11-L5")
+    assert ordered.anchor == "protocol order" and ordered.names[7] == "L5"

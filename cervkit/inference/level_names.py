@@ -123,6 +123,8 @@ def _count_up_from_l5(stats: list[BodyStats], l5: int) -> tuple[dict[int, str], 
 _L5_SURE = 0.5    # a learnt landmark (C2 or L5) scoring below this does not anchor the count
 _L5_CLEAR = 0.8   # ... below this it anchors it, flagged unsure
 _L5_RIVAL = 0.3   # a second body scoring this for the same landmark flags the count
+_LUMBAR_HINT = 0.2  # below _L5_SURE, an L5 score this high with no C2 score above _C2_ABSENT: the spine looks
+_C2_ABSENT = 0.1    # lumbar, so the dens shape rule (which a sacrum mimics) is not used
 
 
 def _learnt_anchor(stats: list[BodyStats], scores: dict[int, dict[str, float]]
@@ -144,6 +146,15 @@ def _learnt_anchor(stats: list[BodyStats], scores: dict[int, dict[str, float]]
     if rivals:
         reasons.append(f"{len(rivals) + 1} bodies look like {level}")
     return level, best, reasons
+
+
+def _lumbar_hint(stats: list[BodyStats], scores: dict[int, dict[str, float]]) -> str | None:
+    """Why the shape rules must not name a spine whose anchor scores look lumbar (None when they do not)."""
+    l5 = max(float(scores.get(b.label, {}).get("L5", 0.0)) for b in stats)
+    c2 = max(float(scores.get(b.label, {}).get("C2", 0.0)) for b in stats)
+    if _LUMBAR_HINT <= l5 < _L5_SURE and c2 < _C2_ABSENT:
+        return f"no clear landmark: L5 scored {l5:.2f} only and no body looks like C2 (the sacrum mimics a dens)"
+    return None
 
 
 def _check_protocol(names: dict[int, str], expected: Sequence[str], reasons: list[str]) -> None:
@@ -248,7 +259,12 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
             _check_protocol(names, expected, reasons)
         return LevelNames(names, "L5 (sacrum below)" if level == "L5" else "C2 (learnt)", bool(reasons), reasons)
     anchor = None
-    if any(b.has_dens for b in stats):
+    lumbar_hint = _lumbar_hint(stats, anchor_scores) if anchor_scores else None
+    if lumbar_hint is not None:
+        if protocol is None:
+            return LevelNames({}, None, True, [lumbar_hint + "; bodies left unnamed (give the protocol, e.g. "
+                                               "levels='L1-L5', to name them in order)"])
+    elif any(b.has_dens for b in stats):
         anchor = "C2 dens"
     elif len(stats) > 1 and stats[0].full_height >= _TALLEST * float(np.median([b.full_height for b in stats[1:]])):
         anchor = "C2 (tallest top body)"
