@@ -40,8 +40,9 @@ def test_examples_come_from_the_levels_column_with_s1_one_step_below_l5() -> Non
     l4, l5, s1, s2 = (np.array(examples[i][0]) for i in (5, 6, 7, 8))
     np.testing.assert_allclose(s1 - l5, l5 - l4)  # S1 sits one L4→L5 step below L5
     np.testing.assert_allclose(s2 - s1, l5 - l4)  # S2, a negative, one more step down
-    assert [c for _, c in anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"])] == [C2, 0, 0, 0, 0, 0]
-    cervical = anchor_examples(_column(6, top=80), ["C2", "C3", "C4", "C5", "C6", "C7"], beyond=True)
+    cervical_levels = ["C2", "C3", "C4", "C5", "C6", "C7"]
+    assert [c for _, c in anchor_examples(_column(6, top=80), cervical_levels)] == [C2, 0, 0, 0, 0, 0]
+    cervical = anchor_examples(_column(6, top=80), cervical_levels, beyond=True)
     assert [c for _, c in cervical] == [C2, 0, 0, 0, 0, 0, 0]
     c2, c3, c1 = (np.array(cervical[i][0]) for i in (0, 1, 6))
     np.testing.assert_allclose(c2 - c1, c3 - c2)  # C1 (a negative) one C3→C2 step above C2

@@ -22,7 +22,7 @@ With a single ``vertebra`` class, only the boxes on the spine are kept (``chain=
 the most confident chain of body-to-body steps (:func:`cervkit.inference.level_boxes.spine_chain`), so a
 detection off the column (a bright brain or bowel region, a posterior element) is not drawn as a body,
 while every body in view, however many, stays. Detections below ``conf`` but above ``recall_conf`` are
-added where the chain expects a body (beyond its ends or in a gap) and kept when the segmenter finds a
+added where the chain expects a body (below its lower end or in a gap) and kept when the segmenter finds a
 confident body in them (:mod:`cervkit.inference.chain_recall`): a C7 behind the shoulders, a body cut by the
 image border.
 
@@ -155,6 +155,13 @@ def paste_by_probability(shape: tuple[int, int], int_boxes: Sequence[Sequence[in
     return labels, kept, mean_prob
 
 
+def _take(det: Any, index: Sequence[int] | np.ndarray) -> Any:
+    """The detections ``index`` of ``det`` (boxes, scores and classes; other fields kept)."""
+    index = np.asarray(index, np.int64)
+    return type(det)(**{**det.__dict__, "boxes": det.boxes[index], "scores": det.scores[index],
+                        "classes": det.classes[index]})
+
+
 class Cascade:
     """YOLO boxes + crop segmenter behind one :meth:`predict`.
 
@@ -226,8 +233,7 @@ class Cascade:
         elif self.chain and len(strong) > 1:
             keep = strong[spine_chain(det.boxes[strong], det.scores[strong])]  # top to bottom
             keep = extend_chain(det.boxes, det.scores, keep) if recall else np.sort(keep)
-        det = type(det)(**{**det.__dict__, "boxes": det.boxes[keep], "scores": det.scores[keep],
-                           "classes": det.classes[keep]})
+        det = _take(det, keep)
         t1 = time.perf_counter()
         crops = self.segmenter.predict_crops(array, det.boxes) if len(det) else []
         if crops and recall:  # a weak box stays only where the segmenter finds a confident body
@@ -235,8 +241,7 @@ class Cascade:
                   or weak_body_kept(c.prob, self.threshold, self.min_area)]
             if len(ok) < len(crops):
                 crops = [crops[i] for i in ok]
-                det = type(det)(**{**det.__dict__, "boxes": det.boxes[ok], "scores": det.scores[ok],
-                                   "classes": det.classes[ok]})
+                det = _take(det, ok)
         t2 = time.perf_counter()
         labels, kept, mean_prob = paste_by_probability(
             array.shape, [c.int_box for c in crops], [c.prob for c in crops],

@@ -7,8 +7,8 @@ confidence elsewhere is noise. Where the body lies is known from its neighbours:
 :func:`extend_chain` adds a weak box only where the chain expects the next body: below its lower end (at
 most ``max_steps`` levels) or inside a gap about two spacings long, and only when its size is like its
 neighbours'. Not above the upper end: above C2 lies the atlas, which has no body, and a weak box there
-was drawn as one on X-ray phantoms. The crop segmenter then has the last word (:func:`weak_body_kept`): a weak box whose
-crop holds no confident body adds nothing.
+was drawn as one on X-ray phantoms. The crop segmenter then has the last word (:func:`weak_body_kept`): a
+weak box whose crop holds no confident body adds nothing.
 """
 
 from __future__ import annotations
@@ -17,25 +17,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cervkit.inference.detector import box_iou
+
 __all__ = ["extend_chain", "weak_body_kept"]
 
 TOLERANCE = 0.35   # distance from the expected centre, as a fraction of the usual step
 SIZE_RANGE = (0.5, 1.6)  # box height and width, as a fraction of the chain's median
 MIN_OVERLAP_FREE = 0.3  # a weak box overlapping a kept box more than this (IoU) is the same body
 WEAK_PROB = 0.75  # mean segmenter probability a weak body's mask needs
-
-
-def _centre(box: np.ndarray) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def extend_chain(boxes: np.ndarray, scores: np.ndarray, chain: Sequence[int], *, max_steps: int = 2) -> np.ndarray:
@@ -62,10 +51,9 @@ def extend_chain(boxes: np.ndarray, scores: np.ndarray, chain: Sequence[int], *,
     kept = [int(i) for i in chain]
     if len(kept) < 3:
         return np.asarray(kept, np.int64)
-    centres = np.array([_centre(b) for b in boxes])
-    steps = np.diff(centres[kept], axis=0)
-    lengths = np.hypot(*steps.T)
-    usual = float(np.median(lengths))
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    usual = float(np.median(np.hypot(*np.diff(centres[kept], axis=0).T)))
+    overlap = box_iou(boxes, boxes)
     height = float(np.median(boxes[kept, 3] - boxes[kept, 1]))
     width = float(np.median(boxes[kept, 2] - boxes[kept, 0]))
 
@@ -77,7 +65,7 @@ def extend_chain(boxes: np.ndarray, scores: np.ndarray, chain: Sequence[int], *,
             h, w = box[3] - box[1], box[2] - box[0]
             if not (SIZE_RANGE[0] <= h / height <= SIZE_RANGE[1] and SIZE_RANGE[0] <= w / width <= SIZE_RANGE[1]):
                 continue
-            if any(_iou(box, boxes[j]) > MIN_OVERLAP_FREE for j in kept):
+            if (overlap[i, kept] > MIN_OVERLAP_FREE).any():
                 continue
             if scores[i] > best_score:
                 best, best_score = i, float(scores[i])
@@ -123,5 +111,6 @@ def weak_body_kept(prob: np.ndarray, threshold: float = 0.5, min_area: int = 20)
         True when the mask has at least ``min_area`` pixels with a mean probability of at least
         :data:`WEAK_PROB`.
     """
-    mask = np.asarray(prob) > threshold
-    return bool(mask.sum() >= min_area and float(np.asarray(prob)[mask].mean()) >= WEAK_PROB)
+    prob = np.asarray(prob)
+    mask = prob > threshold
+    return bool(mask.sum() >= min_area and float(prob[mask].mean()) >= WEAK_PROB)

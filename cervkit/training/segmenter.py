@@ -319,7 +319,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         check_writable(out / name, overwrite)
     arguments = {"manifest": str(getattr(manifest, "path", manifest)), "run_dir": str(run_dir), "model": model,
                  "encoder_name": encoder_name, "cat_channels": cat_channels, "crop_size": crop_size,
-                 "margin": margin, "jitter": jitter, "edge_cut": edge_cut, "alpha": alpha, "epochs": epochs, "patience": patience,
+                 "margin": margin, "jitter": jitter, "edge_cut": edge_cut, "alpha": alpha, "epochs": epochs,
+                 "patience": patience,
                  "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                  "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
                  "cpu_max_minutes": cpu_max_minutes,
