@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,12 @@ def test_index_page_links_notebooks_figures_and_headline_numbers(tmp_path: Path)
     assert "FAILED: AssertionError: boom" in page
     assert page.index("<h3>00_quickstart") < page.index("figures/00_shipped_model.png") < page.index("<h3>01_data")
     assert page.index("<h3>01_data") < page.index("figures/01_other.png"), "figures under their own notebook"
+
+
+def test_a_relative_data_dir_is_made_absolute_before_kernels_start_elsewhere(tmp_path, monkeypatch) -> None:
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "main" / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "main")
+    monkeypatch.setenv("CERVKIT_DATA_DIR", "../shared/data")
+    assert run_all(tmp_path / "out", folder=tmp_path / "main" / "notebooks") == []
+    assert os.environ["CERVKIT_DATA_DIR"] == str((tmp_path / "shared" / "data").resolve())

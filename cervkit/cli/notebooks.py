@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cervkit.core.config import project_root
+from cervkit.core.config import data_dir, project_root
 
 
 @dataclass
@@ -115,8 +115,16 @@ def run_all(out_dir: Path, *, folder: Path | None = None, only: list[str] | None
     -------
     list of NotebookResult
         One per notebook run.
+
+    Notes
+    -----
+    A relative ``CERVKIT_DATA_DIR`` (``CERVKIT_DATA_DIR=../shared/data make run``) is made absolute from the
+    current folder first, as the user meant it.
     """
     os.environ.setdefault("MPLBACKEND", "Agg")
+    root = data_dir()
+    if root is not None:  # kernels start in the notebooks folder: a relative CERVKIT_DATA_DIR would point elsewhere
+        os.environ["CERVKIT_DATA_DIR"] = str(root)
     results = []
     for path in find_notebooks(folder):
         if only and not any(path.name.startswith(p) for p in only):
