@@ -7,6 +7,7 @@ import pytest
 
 from cervkit.inference.level_boxes import (
     chain_positions,
+    merge_parts,
     select_level_boxes,
     spine_chain,
 )
@@ -108,3 +109,27 @@ def test_empty_and_bad_input() -> None:
         select_level_boxes(_column(2), np.ones(1), np.zeros(2), 6)
     with pytest.raises(ValueError, match="n_levels"):
         select_level_boxes(_column(2), np.ones(2), np.zeros(2), 0)
+
+
+def test_a_box_far_wider_than_the_bodies_is_not_in_the_chain() -> None:
+    boxes = _column(6, top=100.0)
+    skull = np.array([[40.0, 10.0, 200.0, 60.0], [40.0, 65.0, 150.0, 85.0]])  # skull base, 4 and 2.75 bodies wide
+    both = np.concatenate([skull, boxes])
+    chain = spine_chain(both, np.full(len(both), 0.8))
+    np.testing.assert_array_equal(chain, np.arange(2, 8))
+
+
+def test_two_parts_of_one_body_merge_and_neighbours_stay_apart() -> None:
+    boxes = _column(5)  # 24 high, 30 apart: neighbours do not overlap
+    dens = np.array([[44.0, -2.0, 70.0, 24.0]])  # top part of the first body: 54 % of it inside that body
+    both = np.concatenate([dens, boxes])
+    kept, merged = merge_parts(both, np.array([0.3, 0.8, 0.8, 0.8, 0.8, 0.8]))
+    np.testing.assert_array_equal(kept, [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(merged[0], [40.0, -2.0, 80.0, 34.0])  # the union, in the stronger one's place
+    np.testing.assert_allclose(merged[1:], boxes[1:])
+    tilted = boxes + np.array([0, 0, 0, 8.0])  # 32 high, 30 apart: neighbours share 2 of 32 rows
+    kept, merged = merge_parts(tilted, np.full(5, 0.8))
+    np.testing.assert_array_equal(kept, np.arange(5))
+    cut_next = np.concatenate([boxes, [[52.0, 126.0, 69.0, 138.0]]])  # 2/3 of a small box in the last body
+    kept, _ = merge_parts(cut_next, np.full(6, 0.8))  # (IoU 0.13: the top of the next body, cut by the border)
+    np.testing.assert_array_equal(kept, np.arange(6))

