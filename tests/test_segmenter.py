@@ -240,3 +240,20 @@ def test_edge_cut_teaches_bodies_that_the_image_border_cuts(phantoms) -> None:
     assert touching(CropDataset(phantoms, crop_size=32, augment=True, seed=2, edge_cut=1.0)) > 0.9
     assert touching(CropDataset(phantoms, crop_size=32, augment=True, seed=2)) < 0.3
     assert CropDataset(phantoms, crop_size=32, augment=False, edge_cut=1.0).edge_cut == 0.0  # training only
+
+
+def test_the_cpu_segmenter_runs_channels_last_with_the_same_output() -> None:
+    """oneDNN's channels-last convolutions (segment step 0.108 -> 0.075 s per T2 image on the 2-core CPU): same probabilities as contiguous."""
+    from cervkit.models.factory import build_segmentation_model
+
+    torch.manual_seed(0)
+    net = build_segmentation_model("unet3plus", encoder_name="mobilenet_v2", encoder_weights=None)
+    image = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    boxes = np.array([[20, 20, 50, 45], [30, 50, 70, 80]], np.float32)
+    seg = Segmenter(net, crop_size=64, margin=0.15, device="cpu")
+    weights = [p for p in seg.model.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    fast = [c.prob.copy() for c in seg.predict_crops(image, boxes)]
+    seg.model = seg.model.to(memory_format=torch.contiguous_format)
+    for a, c in zip(fast, seg.predict_crops(image, boxes)):
+        np.testing.assert_allclose(a, c.prob, atol=1e-4)
