@@ -243,7 +243,7 @@ def test_edge_cut_teaches_bodies_that_the_image_border_cuts(phantoms) -> None:
 
 
 def test_the_cpu_segmenter_runs_channels_last_with_the_same_output() -> None:
-    """oneDNN's channels-last convolutions (segment step 0.108 -> 0.075 s per T2 image on the 2-core CPU): same probabilities as contiguous."""
+    """oneDNN's channels-last convolutions (0.108 -> 0.075 s per T2 image on 2 cores), same probabilities."""
     from cervkit.models.factory import build_segmentation_model
 
     torch.manual_seed(0)
