@@ -257,3 +257,18 @@ def test_the_cpu_segmenter_runs_channels_last_with_the_same_output() -> None:
     seg.model = seg.model.to(memory_format=torch.contiguous_format)
     for a, c in zip(fast, seg.predict_crops(image, boxes)):
         np.testing.assert_allclose(a, c.prob, atol=1e-4)
+
+
+def test_other_sequences_remaps_training_crops_by_random_intensity_curves(phantoms) -> None:
+    from cervkit.training.crop_dataset import intensity_pipeline
+    from cervkit.transforms.scanner import RandomIntensityCurve
+
+    assert not any(isinstance(t, RandomIntensityCurve) for t in intensity_pipeline().transforms)
+    assert isinstance(intensity_pipeline(0.5).transforms[0], RandomIntensityCurve)
+    plain = CropDataset(phantoms[:1], crop_size=48, seed=3)
+    curved = CropDataset(phantoms[:1], crop_size=48, seed=3, other_sequences=1.0)
+    same_window = [plain.sample(i).int_box == curved.sample(i).int_box for i in range(len(plain))]
+    assert all(same_window)  # the same crops, only their intensities differ
+    changed = [not np.allclose(plain.sample(i).image, curved.sample(i).image, atol=1e-3) for i in range(len(plain))]
+    assert sum(changed) >= len(plain) // 2
+    assert not CropDataset(phantoms[:1], crop_size=48, augment=False, other_sequences=1.0)._intensity

@@ -61,8 +61,15 @@ INVERT_P = 0.2
 """Probability of inverting a training crop's intensities (T2 ↔ T1-like contrast)."""
 
 
-def intensity_pipeline() -> Any:
+def intensity_pipeline(other_sequences: float = 0.0) -> Any:
     """The intensity augmentations applied to training crops (albumentations, float images in [0, 1]).
+
+    Parameters
+    ----------
+    other_sequences : float
+        Probability of a random, possibly non-monotone intensity curve first
+        (:class:`cervkit.transforms.scanner.RandomIntensityCurve`, as the detector trains with): contrasts of
+        sequences never seen in training. 0: none.
 
     Returns
     -------
@@ -71,7 +78,12 @@ def intensity_pipeline() -> Any:
         inversion (p = :data:`INVERT_P`).
     """
     alb = albumentations_module()
-    return alb.Compose([
+    curve = []
+    if other_sequences > 0:
+        from cervkit.transforms.scanner import RandomIntensityCurve
+
+        curve = [RandomIntensityCurve(p=float(other_sequences))]
+    return alb.Compose(curve + [
         alb.RandomGamma(gamma_limit=(70, 150), p=0.5),
         alb.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         alb.GaussNoise(std_range=(0.01, 0.05), p=0.3),
@@ -198,10 +210,13 @@ class CropDataset(Dataset):
     edge_cut : float
         Share of training items whose body the image border cuts (:func:`cut_at_border`); only with
         ``augment``.
+    other_sequences : float
+        Probability of a random intensity curve on a training crop (:func:`intensity_pipeline`).
     """
 
     def __init__(self, manifest_or_samples: Any, *, crop_size: int = 128, margin: float = 0.15,
-                 jitter: float = 0.1, augment: bool = True, seed: int = 0, edge_cut: float = 0.0) -> None:
+                 jitter: float = 0.1, augment: bool = True, seed: int = 0, edge_cut: float = 0.0,
+                 other_sequences: float = 0.0) -> None:
         self.samples = load_samples(manifest_or_samples)
         self.crop_size = int(crop_size)
         self.margin = float(margin)
@@ -214,7 +229,7 @@ class CropDataset(Dataset):
         if not self.items:
             raise CervkitInputError("no vertebrae to crop: every label map is empty")
         self._geometric = paper_pipeline() if self.augment else None
-        self._intensity = intensity_pipeline() if self.augment else None
+        self._intensity = intensity_pipeline(other_sequences) if self.augment else None
         self._cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
     def set_epoch(self, epoch: int) -> None:

@@ -236,7 +236,7 @@ def initial_weights(net: torch.nn.Module, init_checkpoint: str | PathLike[str] |
 def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str = "unet3plus",
                     encoder_name: str = "mobilenet_v2", cat_channels: int = 16, crop_size: int = 64,
                     margin: float = 0.15, jitter: float = 0.1, edge_cut: float = 0.0, alpha: float = 0.5,
-                    epochs: int = 100,
+                    other_sequences: float = 0.0, epochs: int = 100,
                     patience: int = 30, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
                     seed: int = 0, device: str | None = None, quick: bool | None = None, num_workers: int = 0,
                     encoder_weights: str | PathLike[str] | None = None,
@@ -268,6 +268,9 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         of view.
     alpha : float
         BCE weight of the loss (``1 − alpha`` for Dice).
+    other_sequences : float
+        Share of training crops remapped by a random intensity curve
+        (:func:`cervkit.training.crop_dataset.intensity_pipeline`): sequences never seen in training.
     epochs, patience : int
         Maximum epochs; stop after ``patience`` epochs without a better validation IoU. Defaults from
         the real MRI validation split: with the cosine schedule over 100 epochs val IoU kept rising
@@ -319,7 +322,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
         check_writable(out / name, overwrite)
     arguments = {"manifest": str(getattr(manifest, "path", manifest)), "run_dir": str(run_dir), "model": model,
                  "encoder_name": encoder_name, "cat_channels": cat_channels, "crop_size": crop_size,
-                 "margin": margin, "jitter": jitter, "edge_cut": edge_cut, "alpha": alpha, "epochs": epochs,
+                 "margin": margin, "jitter": jitter, "edge_cut": edge_cut, "alpha": alpha,
+                 "other_sequences": other_sequences, "epochs": epochs,
                  "patience": patience,
                  "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
                  "quick": quick, "num_workers": num_workers, "max_minutes": max_minutes,
@@ -332,7 +336,8 @@ def train_segmenter(manifest: Any, run_dir: str | PathLike[str], *, model: str =
     seed_everything(seed)
     train_part, val_part = _split_part(manifest, "train"), _split_part(manifest, "val")
     crop_args = {"crop_size": crop_size, "margin": margin, "jitter": jitter, "seed": seed}
-    train_ds = CropDataset(train_part, augment=True, edge_cut=edge_cut, **crop_args)
+    train_ds = CropDataset(train_part, augment=True, edge_cut=edge_cut, other_sequences=other_sequences,
+                           **crop_args)
     val_ds = CropDataset(val_part, augment=False, **crop_args)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=num_workers,
