@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cervkit.inference.border import cut_sides, cut_window, uncut_boxes, whole_aspect
+from cervkit.inference.border import cut_sides, uncut_boxes, whole_aspect
 from cervkit.inference.segmenter import Segmenter
-from cervkit.labels.crops import crop_window
+from cervkit.labels.crops import crop_window, cut_window
 
 
 class _Bright(torch.nn.Module):

@@ -6,9 +6,10 @@ windows of their usual shape, then sees the sliver stretched to its square input
 real MRI test patients at 2× zoom such slivers matched their truth with IoU 0.2–0.4 and most counted as missed.
 
 So a window whose box touches the border is **extended across it** to the shape of the image's other bodies
-(:func:`uncut_boxes`; at most by the visible part's own size), and the part beyond the border is filled with
-the image **mirrored** at the border (:func:`cut_window`): a sliver then looks like a whole body of the usual
-shape, the segmenter outlines it as it learnt to, and only the part inside the image is kept. Boxes clear of
+(:func:`uncut_boxes`; at most by the visible part's own size), and the part beyond the border is filled
+with the image **mirrored** at the border (:func:`cervkit.labels.crops.cut_window`, which
+:func:`~cervkit.labels.crops.prepare_crop` cuts every crop with): a sliver then looks like a whole body of
+the usual shape, the segmenter outlines it as it learnt to, and only the part inside the image is kept. Boxes clear of
 the border are untouched (:class:`cervkit.inference.segmenter.Segmenter`, ``uncut=True``).
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EDGE", "cut_sides", "cut_window", "uncut_boxes", "whole_aspect"]
+__all__ = ["EDGE", "cut_sides", "uncut_boxes", "whole_aspect"]
 
 EDGE = 1.0
 """A box edge within this many pixels of the image border counts as cut by it."""
@@ -112,35 +113,3 @@ def uncut_boxes(boxes: np.ndarray, image_shape: tuple[int, int], *, height: Sequ
     b[:, 0] -= np.where(sides[:, 0], grow_w, 0.0)
     b[:, 2] += np.where(sides[:, 2] & ~sides[:, 0], grow_w, 0.0)
     return b
-
-
-def cut_window(image: np.ndarray, window: Sequence[int]) -> np.ndarray:
-    """The pixels of an integer window that may reach outside the image, mirrored at the border.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        (H, W).
-    window : sequence of int
-        ``(x0, y0, x1, y1)``, max exclusive; may reach outside the image.
-
-    Returns
-    -------
-    numpy.ndarray
-        (y1 - y0, x1 - x0) copy; outside the image, the image mirrored about its edge pixels (``numpy.pad``'s
-        ``reflect``; beyond one image size, the edge repeated).
-        ``reflect`` (about the edge pixel), not ``symmetric`` (about the border line): on the real MRI test
-        patients at 2× zoom it found 118 of 121 Dixon bodies, ``symmetric`` 116.
-    """
-    arr = np.asarray(image)
-    x0, y0, x1, y1 = (int(v) for v in window)
-    height, width = arr.shape
-    top, bottom, left, right = max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width)
-    if not (top or bottom or left or right):
-        return arr[y0:y1, x0:x1].copy()
-    mirrored = ((min(top, height - 1), min(bottom, height - 1)), (min(left, width - 1), min(right, width - 1)))
-    padded = np.pad(arr, mirrored, mode="reflect")
-    rest = ((top - mirrored[0][0], bottom - mirrored[0][1]), (left - mirrored[1][0], right - mirrored[1][1]))
-    if any(sum(r) for r in rest):  # a window reaching further out than the image is large: the edge repeats
-        padded = np.pad(padded, rest, mode="edge")
-    return padded[y0 + top:y1 + top, x0 + left:x1 + left].copy()

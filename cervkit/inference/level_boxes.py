@@ -124,12 +124,13 @@ def merge_parts(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     kept = list(range(len(boxes)))
     k = 0
     while k + 1 < len(kept):
-        a, b = boxes[kept[k]], boxes[kept[k + 1]]
+        i, j = kept[k], kept[k + 1]
+        a, b = boxes[i], boxes[j]
         inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
-        smaller = min(np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2]))
-        union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
-        if smaller > 0 and inter / smaller > PART_OVERLAP[0] and inter / union > PART_OVERLAP[1]:
-            stay, gone = (kept[k], kept[k + 1]) if scores[kept[k]] >= scores[kept[k + 1]] else (kept[k + 1], kept[k])
+        area_a, area_b = np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2])
+        if min(area_a, area_b) > 0 and inter / min(area_a, area_b) > PART_OVERLAP[0] \
+                and inter / (area_a + area_b - inter) > PART_OVERLAP[1]:
+            stay, gone = (i, j) if scores[i] >= scores[j] else (j, i)
             boxes[stay] = np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])
             kept.remove(gone)
         else:

@@ -33,8 +33,8 @@ from torch import nn
 from cervkit.core.device import resolve_device
 from cervkit.core.errors import CervkitInputError
 from cervkit.io.resize import resize
-from cervkit.inference.border import cut_sides, cut_window, uncut_boxes
-from cervkit.labels.crops import NORMALISATION, IntBox, crop_window, normalise_crop, prepare_crop
+from cervkit.inference.border import cut_sides, uncut_boxes
+from cervkit.labels.crops import NORMALISATION, IntBox, crop_window, prepare_crop
 
 __all__ = ["CropPrediction", "Segmenter"]
 
@@ -210,9 +210,7 @@ class Segmenter:
         if arr.ndim != 2:
             raise CervkitInputError(f"predict_crops needs a 2D image, got shape {arr.shape}")
         int_boxes = self.windows(boxes, arr.shape)
-        size = (self.crop_size, self.crop_size)
-        crops = [prepare_crop(arr, w, self.crop_size) if _inside(w, arr.shape)
-                 else normalise_crop(resize(cut_window(arr, w), size, nearest=False)) for w in int_boxes]
+        crops = [prepare_crop(arr, w, self.crop_size) for w in int_boxes]
         if not crops:
             return [], torch.zeros((0, 1, self.crop_size, self.crop_size))
         return int_boxes, torch.from_numpy(np.stack(crops)[:, None])
@@ -253,11 +251,3 @@ class Segmenter:
             out.append(CropPrediction((ix0, iy0, ix1, iy1),
                                       np.ascontiguousarray(full[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])))
         return out
-
-
-def _inside(window: Sequence[int], image_shape: tuple[int, int]) -> bool:
-    """Whether an integer window lies inside the image."""
-    x0, y0, x1, y1 = window
-    return x0 >= 0 and y0 >= 0 and x1 <= image_shape[1] and y1 <= image_shape[0]
-
-
