@@ -25,7 +25,7 @@ run: install
 
 # Whole suite: unit tests (with the editor's real-browser tests) and the notebooks under nbval.
 test: install install-browser
-	$(PYTHON) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	$(PYTHON) -m pytest tests --nbval-lax notebooks -p no:cacheprovider --durations=25
 
 clean:
 	rm -rf outputs .pytest_cache

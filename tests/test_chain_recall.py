@@ -68,3 +68,14 @@ def test_the_cascade_keeps_a_weakly_detected_body_below_the_chain_only_where_the
     assert strict.n_vertebrae == 5 and strict.labels[116, 70] == 0
     image[110:125] = 0.0  # nothing there: the weak box adds nothing
     assert Cascade(_ConfDetector(boxes, scores), _ThresholdSegmenter()).predict(image).n_vertebrae == 5
+
+
+def test_a_gap_follows_the_curve_of_the_spine() -> None:
+    """Detector output on myosegmentum_17_s39 (unseen Dixon): L5 (box 5) scored 0.05 and the chain stepped
+    from L4 to S1. L5 lies 14 pixels off the straight line from L4 to S1 (the lumbosacral angle), beyond
+    the tolerance, but near L4 continued by the step from L3; the half L5 (box 6, 0.24) is no body's size."""
+    boxes = np.array([[81, 0, 122, 19], [73, 15, 115, 53], [62, 53, 105, 89], [53, 88, 95, 125],
+                      [53, 126, 92, 162], [56, 164, 98, 193], [59, 165, 95, 176], [91, 186, 126, 219]],
+                     np.float32)
+    scores = np.array([0.598, 0.774, 0.79, 0.822, 0.835, 0.051, 0.244, 0.537], np.float32)
+    assert extend_chain(boxes, scores, [0, 1, 2, 3, 4, 7]).tolist() == [0, 1, 2, 3, 4, 5, 7]

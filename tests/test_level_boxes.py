@@ -133,3 +133,33 @@ def test_two_parts_of_one_body_merge_and_neighbours_stay_apart() -> None:
     cut_next = np.concatenate([boxes, [[52.0, 126.0, 69.0, 138.0]]])  # 2/3 of a small box in the last body
     kept, _ = merge_parts(cut_next, np.full(6, 0.8))  # (IoU 0.13: the top of the next body, cut by the border)
     np.testing.assert_array_equal(kept, np.arange(6))
+
+
+def test_the_chain_does_not_jump_over_a_body_to_the_posterior_column() -> None:
+    """Detector output on myosegmentum_11_s36 (water-fat Dixon, a sequence the model had not seen).
+
+    Bodies T12–L4 (boxes 2, 4, 6, 8, 10) and the posterior elements (3, 5, 7, 9, 11, 12) were boxed with like
+    confidence. Without a cost per skipped level the chain left L3 for the posterior column (one step two
+    levels long and sideways over L4), because two boxes followed there and one on the spine.
+    """
+    boxes = np.array([[164, 0, 186, 15], [108, 0, 147, 31], [155, 19, 186, 47], [99, 26, 141, 60],
+                      [148, 51, 181, 83], [88, 59, 131, 94], [140, 84, 175, 115], [81, 94, 123, 131],
+                      [138, 116, 166, 144], [81, 134, 120, 168], [136, 142, 165, 169], [144, 167, 165, 182]],
+                     np.float32)
+    scores = np.array([0.274, 0.733, 0.693, 0.814, 0.602, 0.811, 0.678, 0.835, 0.793, 0.818, 0.778, 0.426])
+    np.testing.assert_array_equal(spine_chain(boxes, scores), [1, 3, 5, 7, 9])
+
+
+def test_a_long_step_to_the_sacrum_keeps_the_body_above_it() -> None:
+    """Detector output on zukic2014_17_s31 (T2) zoomed out 0.5×: L5 is box 9; the boxes below it are the
+    sacrum's, large and overlapping. Its step to S1 is long (the disc and a large box), so a high cost per
+    skipped level (0.5) traded L5 for a weaker, taller box (10) that reaches the sacrum in a shorter step."""
+    boxes = np.array([[195, 96, 213, 107], [193, 106, 211, 123], [189, 120, 207, 136], [186, 136, 204, 152],
+                      [180, 151, 198, 168], [176, 168, 195, 185], [175, 182, 193, 198], [173, 187, 192, 204],
+                      [174, 199, 194, 217], [174, 204, 195, 223], [177, 204, 201, 233], [182, 220, 205, 241],
+                      [174, 222, 202, 256], [165, 230, 196, 258], [165, 255, 196, 285]], np.float32)
+    scores = np.array([0.627, 0.515, 0.755, 0.822, 0.803, 0.855, 0.332, 0.837, 0.103, 0.713, 0.277, 0.13, 0.286,
+                       0.379, 0.419])
+    strong = np.flatnonzero(scores >= 0.25)
+    chain = strong[spine_chain(boxes[strong], scores[strong])]
+    assert 9 in chain and 10 not in chain

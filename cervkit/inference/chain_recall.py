@@ -72,11 +72,11 @@ def extend_chain(boxes: np.ndarray, scores: np.ndarray, chain: Sequence[int], *,
         return best
 
     strong = list(kept)
-    for a, b in zip(strong[:-1], strong[1:]):  # a gap about two (or more) usual steps long: look in between
+    for g, (a, b) in enumerate(zip(strong[:-1], strong[1:])):  # a gap about two (or more) usual steps long
         gap = centres[b] - centres[a]
         missing = int(round(np.hypot(*gap) / usual)) - 1
         for k in range(1, missing + 1):
-            found = near(centres[a] + gap * k / (missing + 1))
+            found = near(_expected_in_gap(centres[strong], g, k, missing, usual))
             if found is not None:
                 kept.append(found)
     step = centres[strong[-1]] - centres[strong[-2]]
@@ -91,6 +91,28 @@ def extend_chain(boxes: np.ndarray, scores: np.ndarray, chain: Sequence[int], *,
         position = centres[found]
     order = np.argsort(centres[kept, 1], kind="stable")
     return np.asarray(kept, np.int64)[order]
+
+
+def _expected_in_gap(chain: np.ndarray, g: int, k: int, missing: int, usual: float) -> np.ndarray:
+    """Where the k-th of ``missing`` bodies between chain centres ``g`` and ``g + 1`` is expected.
+
+    The mean of the straight line between the two and of the spine continued by the usual step from the
+    step above the gap and from the step below it (where there is one): the spine curves (the lumbosacral
+    angle), and on a real water-fat image the missed L5 lay 14 pixels (0.4 steps) off the line from L4 to
+    S1 but 8 from L4 continued by the step from L3.
+    """
+    a, b = chain[g], chain[g + 1]
+    estimates = [a + (b - a) * k / (missing + 1)]
+    if g >= 1:  # down from the body above the gap, along the step that reached it
+        estimates.append(_continued(a, a - chain[g - 1], usual * k))
+    if g + 2 < len(chain):  # up from the body below the gap, along the step that left it
+        estimates.append(_continued(b, b - chain[g + 2], usual * (missing + 1 - k)))
+    return np.mean(estimates, axis=0)
+
+
+def _continued(start: np.ndarray, direction: np.ndarray, length: float) -> np.ndarray:
+    norm = float(np.hypot(*direction))
+    return start + direction / norm * length if norm > 0 else start
 
 
 def weak_body_kept(prob: np.ndarray, threshold: float = 0.5, min_area: int = 20) -> bool:
