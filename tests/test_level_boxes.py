@@ -139,7 +139,7 @@ def test_the_chain_does_not_jump_over_a_body_to_the_posterior_column() -> None:
     """Detector output on myosegmentum_11_s36 (water-fat Dixon, a sequence the model had not seen).
 
     Bodies T12–L4 (boxes 2, 4, 6, 8, 10) and the posterior elements (3, 5, 7, 9, 11, 12) were boxed with like
-    confidence. Without a cost per skipped level the chain left L3 for the posterior column (one step two
+    confidence. Without a cost for skipping a level the chain left L3 for the posterior column (one step two
     levels long and sideways over L4), because two boxes followed there and one on the spine.
     """
     boxes = np.array([[164, 0, 186, 15], [108, 0, 147, 31], [155, 19, 186, 47], [99, 26, 141, 60],
@@ -152,8 +152,8 @@ def test_the_chain_does_not_jump_over_a_body_to_the_posterior_column() -> None:
 
 def test_a_long_step_to_the_sacrum_keeps_the_body_above_it() -> None:
     """Detector output on zukic2014_17_s31 (T2) zoomed out 0.5×: L5 is box 9; the boxes below it are the
-    sacrum's, large and overlapping. Its step to S1 is long (the disc and a large box), so a high cost per
-    skipped level (0.5) traded L5 for a weaker, taller box (10) that reaches the sacrum in a shorter step."""
+    sacrum's, large and overlapping. Its step to S1 is long (the disc and a large box), so a fixed cost per
+    skipped level of 0.5 traded L5 for a weaker, taller box (10) that reaches the sacrum in a shorter step."""
     boxes = np.array([[195, 96, 213, 107], [193, 106, 211, 123], [189, 120, 207, 136], [186, 136, 204, 152],
                       [180, 151, 198, 168], [176, 168, 195, 185], [175, 182, 193, 198], [173, 187, 192, 204],
                       [174, 199, 194, 217], [174, 204, 195, 223], [177, 204, 201, 233], [182, 220, 205, 241],
@@ -163,3 +163,17 @@ def test_a_long_step_to_the_sacrum_keeps_the_body_above_it() -> None:
     strong = np.flatnonzero(scores >= 0.25)
     chain = strong[spine_chain(boxes[strong], scores[strong])]
     assert 9 in chain and 10 not in chain
+
+
+def test_a_posterior_column_that_rejoins_the_sacrum_does_not_win() -> None:
+    """Detector output of the fine-tuned leave-one-out model on myosegmentum_17_s36 (Dixon): bodies T12–L5 are
+    0, 1, 2, 4, 6, 11; the posterior elements 5, 7, 10 lead down to S1 (12), so a chain through them holds one
+    box more. A fixed cost of 0.3 per skipped level let it leave L1 for them; the step forgoes L2 (box 4, 0.82)."""
+    boxes = np.array([[82, 0, 122, 21], [72, 16, 116, 56], [62, 52, 104, 90], [117, 78, 154, 109],
+                      [54, 88, 96, 125], [109, 109, 148, 140], [53, 127, 92, 162], [111, 135, 144, 160],
+                      [100, 152, 129, 191], [57, 164, 98, 184], [104, 154, 151, 196], [56, 165, 93, 206],
+                      [92, 187, 128, 223], [109, 191, 155, 224]], np.float32)
+    scores = np.array([0.686, 0.808, 0.774, 0.183, 0.815, 0.739, 0.83, 0.466, 0.097, 0.197, 0.596, 0.367,
+                       0.711, 0.271])
+    strong = np.flatnonzero(scores >= 0.25)
+    np.testing.assert_array_equal(strong[spine_chain(boxes[strong], scores[strong])], [0, 1, 2, 4, 6, 11])

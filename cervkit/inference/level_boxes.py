@@ -37,7 +37,7 @@ SINGLE_STEP_MAX = 1.7  # longest step read as one level when learning the usual 
 STEP_MAX = 4.5      # longest chain step (three levels missing), in median box heights
 STEP_SLOPE = 1.2    # steepest chain step sideways: |dx| / dy (about 50 degrees from the column)
 SIZE_MAX = (2.0, 2.5)  # widest and tallest chain box, in median box widths and heights
-GAP_COST = 0.3      # confidence a chain pays for each level it steps over (a gap about two usual steps long)
+GAP_COST = 1.0      # share of the weight of the box one level on that a step over a level forgoes and pays
 AREA_WEIGHT = (0.5, 2.0)  # a box's weight: confidence x sqrt(area / median area), the ratio clipped to this
 PART_OVERLAP = (0.5, 0.25)  # parts of one body: intersection over the smaller box, and IoU, above these
 
@@ -67,13 +67,14 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     ``STEP_MIN`` and ``STEP_MAX`` median box heights long and at most ``STEP_SLOPE`` times as wide
     as it is tall, as from one vertebral body to the next (levels may be missing in between). A box more
     than ``SIZE_MAX`` median widths wide or heights tall is no body of the chain (on MRI phantoms the
-    detector boxed the skull base, four bodies wide, and the chain counted the levels from it). Each level a
-    step passes over costs the chain ``GAP_COST``: on a water-fat sequence never seen in training the detector
-    boxed the posterior elements as confidently as the bodies, and a chain free to jump over a body to that
-    column (a step about two levels long and sideways) ran down it because it held more boxes below. (The cost
-    is small: at 0.5 a real T2 image zoomed out 0.5× lost its L5, whose step to a large sacral box is long;
-    0.1 to 0.3 kept the right chain on both.) And a box
-    weighs its confidence times the square root of its area over the median box's (clipped to
+    detector boxed the skull base, four bodies wide, and the chain counted the levels from it). A step over a
+    level forgoes the best box one level on from where it starts and pays that box's weight (``GAP_COST`` times
+    it): nothing where no box was there (a body the detector missed), much where the step jumps over a body.
+    On a water-fat sequence never seen in training the detector boxed the posterior elements as confidently as
+    the bodies, and a chain free to leave a body for that column (a step about two levels long and sideways)
+    ran down it because it held more boxes below. (A fixed cost per skipped level was tried: 0.1 to 0.3 still
+    let one such chain through, 0.5 lost a T2 L5 at 0.5× zoom, whose step to a large sacral box is long.) And a
+    box weighs its confidence times the square root of its area over the median box's (clipped to
     ``AREA_WEIGHT``): a vertebral body is the largest bone of its level, and on such an image an unbroken
     column of spinous processes, two more boxes long than the bodies', outweighed them by count alone.
 
@@ -109,10 +110,13 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     dist = np.hypot(dx, dy)
     fits = (dist >= STEP_MIN * height) & (dist <= STEP_MAX * height) & (np.abs(dx) <= STEP_SLOPE * dy)
     skipped = _levels_skipped(dist, fits, height)
+    # a step over a level forgoes the best box one level on: that is its cost (none where no box was there)
+    forgone = np.where(fits & (skipped == 0), w[None, :], 0.0).max(axis=1) if n else np.zeros(0)
+    cost = np.where(skipped > 0, GAP_COST * forgone[:, None], 0.0)
     total, previous = w.copy(), np.full(n, -1)
     for j in range(n):
         for i in range(j):
-            gain = w[j] - GAP_COST * skipped[i, j]
+            gain = w[j] - cost[i, j]
             if fits[i, j] and total[i] + gain > total[j]:
                 total[j], previous[j] = total[i] + gain, i
     path = [int(np.argmax(total))]
