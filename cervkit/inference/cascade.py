@@ -19,7 +19,7 @@ T10 above T11) then cannot add an extra instance by looking like its neighbour, 
 the detector calls by its neighbour's name is not lost.
 
 With a single ``vertebra`` class, only the boxes on the spine are kept (``chain=True``, default):
-the most confident chain of body-to-body steps (:func:`cervkit.inference.level_boxes.spine_chain`), so a
+the heaviest chain of body-to-body steps (:func:`cervkit.inference.level_boxes.spine_chain`), so a
 detection off the column (a bright brain or bowel region, a posterior element) is not drawn as a body,
 while every body in view, however many, stays. Detections below ``conf`` but above ``recall_conf`` are
 added where the chain expects a body (below its lower end or in a gap) and kept when the segmenter finds a

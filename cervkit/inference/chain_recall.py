@@ -111,6 +111,7 @@ def _expected_in_gap(chain: np.ndarray, g: int, k: int, missing: int, usual: flo
 
 
 def _continued(start: np.ndarray, direction: np.ndarray, length: float) -> np.ndarray:
+    """``start`` moved ``length`` along ``direction`` (not at all for a zero direction)."""
     norm = float(np.hypot(*direction))
     return start + direction / norm * length if norm > 0 else start
 

@@ -7,9 +7,10 @@ name and one of them is then lost, although both were found. :func:`select_level
 
 1. removes duplicates of one body regardless of class (class-agnostic non-maximum suppression at
    IoU > ``iou``: the most confident stays),
-2. keeps the boxes that form the spine: the most confident chain, top to bottom, whose steps look
-   like one body to the next (:func:`spine_chain`), so a box off the column (a posterior element,
-   bowel) neither counts as a level nor breaks the count,
+2. keeps the boxes that form the spine: the heaviest chain (confidence scaled by box size, less what
+   a step over a level forgoes), top to bottom, whose steps look like one body to the next
+   (:func:`spine_chain`), so a box off the column (a posterior element, bowel) neither counts as a
+   level nor breaks the count,
 3. gives each a position along the chain, counting a level as missing where the centre spacing is
    about twice the usual one and reading two boxes much closer than usual as one body,
 4. lets every box vote, weighted by its confidence, for the offset between its class and its
@@ -61,7 +62,7 @@ def _levels_skipped(dist: np.ndarray, fits: np.ndarray, height: float) -> np.nda
 
 
 def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The boxes that form the spine: the chain of highest total confidence.
+    """The boxes that form the spine: the chain of highest total weight (confidence, scaled by box size).
 
     A chain runs top to bottom; each step from one box to the next must be between
     ``STEP_MIN`` and ``STEP_MAX`` median box heights long and at most ``STEP_SLOPE`` times as wide
@@ -83,7 +84,7 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     boxes : numpy.ndarray
         (N, 4) ``x0, y0, x1, y1`` boxes in any order.
     scores : numpy.ndarray
-        (N,) confidences (the weight of each box in the chain).
+        (N,) confidences (with the box's size, the weight of each box in the chain).
 
     Returns
     -------
@@ -111,7 +112,7 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     fits = (dist >= STEP_MIN * height) & (dist <= STEP_MAX * height) & (np.abs(dx) <= STEP_SLOPE * dy)
     skipped = _levels_skipped(dist, fits, height)
     # a step over a level forgoes the best box one level on: that is its cost (none where no box was there)
-    forgone = np.where(fits & (skipped == 0), w[None, :], 0.0).max(axis=1) if n else np.zeros(0)
+    forgone = np.where(fits & (skipped == 0), w[None, :], 0.0).max(axis=1)
     cost = np.where(skipped > 0, GAP_COST * forgone[:, None], 0.0)
     total, previous = w.copy(), np.full(n, -1)
     for j in range(n):
