@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,18 +38,16 @@ def main() -> int:
     from cervkit.runs.folder import read_run_info
     from cervkit.training.train import train_run
 
-    split = None
     if args.run:
+        from cervkit.zoo.catalog import test_manifest
         from cervkit.zoo.store import resolve_model
 
         resolved = resolve_model(args.run)  # a run folder, or a shipped model's name (its card's T2 test images)
         run = resolved.path
         print(resolved.describe())
         train_seconds = sum(read_run_info(run).get("train_seconds", {}).values()) or float("nan")
-        if resolved.kind == "zoo":
-            from cervkit.zoo.catalog import test_manifest
-
-            split = test_manifest(args.run, sources=["mri_lumbar_t2"])
+        split = (test_manifest(args.run, sources=["mri_lumbar_t2"]) if resolved.kind == "zoo"
+                 else load_manifest(run / "split.csv"))
     else:
         manifest = args.manifest or real_mri_manifest()
         if manifest is None:
@@ -58,7 +55,7 @@ def main() -> int:
         start = time.perf_counter()
         run = train_run(manifest, args.out, overwrite=True)
         train_seconds = time.perf_counter() - start
-    split = split if split is not None else load_manifest(run / "split.csv")
+        split = load_manifest(run / "split.csv")
     predictor = load_predictor(run)
     evaluation = evaluate_predictor(predictor, split, split="test", progress=False)
     test = split.subset(split="test")

@@ -115,11 +115,11 @@ def spine_chain(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     forgone = np.where(fits & (skipped == 0), w[None, :], 0.0).max(axis=1)
     cost = np.where(skipped > 0, GAP_COST * forgone[:, None], 0.0)
     total, previous = w.copy(), np.full(n, -1)
-    for j in range(n):
-        for i in range(j):
-            gain = w[j] - cost[i, j]
-            if fits[i, j] and total[i] + gain > total[j]:
-                total[j], previous[j] = total[i] + gain, i
+    for j in range(1, n):  # the best chain ending at box j comes from a box above it
+        reach = np.where(fits[:j, j], total[:j] + (w[j] - cost[:j, j]), -np.inf)
+        i = int(np.argmax(reach))  # the first of equals, as a strict-improvement scan keeps
+        if reach[i] > total[j]:
+            total[j], previous[j] = reach[i], i
     path = [int(np.argmax(total))]
     while previous[path[-1]] >= 0:
         path.append(int(previous[path[-1]]))

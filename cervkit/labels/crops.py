@@ -157,4 +157,3 @@ def cut_window(image: np.ndarray, window: Sequence[int]) -> np.ndarray:
     if any(sum(r) for r in rest):  # a window reaching further out than the image is large: the edge repeats
         padded = np.pad(padded, rest, mode="edge")
     return padded[y0 + top:y1 + top, x0 + left:x1 + left].copy()
-
