@@ -237,3 +237,27 @@ def test_a_spine_that_looks_lumbar_is_not_named_by_the_c2_shape_rules() -> None:
     assert name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.1)).anchor == "C2 (tallest top body)"
     ordered = name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.35), protocol="T11-L5")
     assert ordered.anchor == "protocol order" and ordered.names[7] == "L5"
+
+
+def test_a_landmark_is_not_taken_where_the_bodies_around_it_rule_it_out() -> None:
+    labels = _column(9)  # top to bottom: 1..9
+    # 5 bodies under the most L5-like one: only S1 and the fused sacrum lie below L5, so the count is not anchored
+    # there; the next most L5-like body with at most 3 below is
+    named = name_bodies(labels, anchor_scores=_scores(labels, l5=4, p=0.9, also={7: 0.6}))
+    assert [named.names[k] for k in (1, 4, 7, 8)] == ["T11", "L2", "L5", "S1"]
+    assert named.unsure and "scored 0.60 only" in named.reasons[0]
+    alone = name_bodies(labels, anchor_scores=_scores(labels, l5=4, p=0.9))
+    assert alone.names == {} and alone.unsure  # the ruled-out body was the only one: nothing named
+    assert name_bodies(labels, anchor_scores=_scores(labels, l5=6, p=0.9)).names[6] == "L5"  # 3 below: allowed
+    # a dens-shaped peg on the 7th body (a sacrum can look like one): with 6 bodies above it, it is not C2
+    pegged = labels.copy()
+    ys, xs = np.nonzero(labels == 7)
+    pegged[ys.min() - 8:ys.min(), (xs.min() + xs.max()) // 2 - 3:(xs.min() + xs.max()) // 2 + 3] = 7
+    high = labels.copy()
+    ys, xs = np.nonzero(labels == 2)
+    high[ys.min() - 8:ys.min(), (xs.min() + xs.max()) // 2 - 3:(xs.min() + xs.max()) // 2 + 3] = 2
+    assert name_bodies(high).anchor == "C2 dens" and name_bodies(high).names[2] == "C2"  # 1 body above: C1
+    low = name_bodies(pegged)
+    assert low.anchor != "C2 dens" and "C2" not in low.names.values()
+    learnt = name_bodies(labels, anchor_scores=_scores(labels, c2=7))
+    assert "C2" not in learnt.names.values()

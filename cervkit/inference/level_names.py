@@ -12,7 +12,9 @@ annotates C2 or L5) each body is scored as C2, L5 (the sacrum under it), S1 or o
 wins over the dens shape rule, which a sacrum can mimic. On lumbar images the anchor is thus the
 **lumbosacral junction**. The most L5-like body is L5 when its score is clear; the count goes up from
 it (L4, L3, …, T12, …, a long gap counting missing levels) and the body right under it is S1. A weak or
-doubled L5 score is flagged ``unsure``.
+doubled L5 score is flagged ``unsure``. A landmark must also fit the bodies around it: C2 has at most C1 and the
+skull base above it, L5 at most S1 and the fused sacrum below it, so a dens-shaped sacrum deep in a chain, or an
+L5-like body with five more under it, does not anchor a count.
 
 Without either landmark the bodies stay unnamed, unless the caller states the protocol
 (``protocol=("L1", …, "L5")``); then the names follow the order from the top of the protocol and are flagged
@@ -40,6 +42,12 @@ _MISSING = 1.6   # centre gap / usual gap below C2 above which a level is missin
 _MISSING_C2 = 2.2  # the same for the C2-C3 gap, naturally longer (C2 is tall)
 _SMALL = 0.6     # area / median area below which a body is cut off (its centre is not a level's)
 _FRAGMENT = 0.55  # centre gap / usual gap below which the next body is a piece of the same one (a split body)
+# Where a landmark can sit in a chain of bodies: above C2 lie only C1 and the skull base, below L5 only S1 and the
+# fused sacral segments (each boxed at times). Seen in the shipped mri model's chains on all real T2/Dixon images and
+# its card test phantoms: at most 2 bodies above a right C2 and 3 below a right L5; a sacrum taken for a dens, or an
+# L5-like body with 5 bodies below it, showed up only on a contrast the classifier had never seen.
+_ABOVE_C2 = 2
+_BELOW_L5 = 3
 
 
 def _fragment_reason(level: str, ratio: float) -> str:
@@ -127,13 +135,20 @@ _LUMBAR_HINT = 0.2  # below _L5_SURE, an L5 score this high with no C2 score abo
 _C2_ABSENT = 0.1    # lumbar, so the dens shape rule (which a sacrum mimics) is not used
 
 
+def _may_be(level: str, index: int, count: int) -> bool:
+    """Whether body ``index`` of a chain of ``count`` (top to bottom) can be ``level`` ("C2" or "L5") by the
+    bodies around it: at most ``_ABOVE_C2`` above C2, ``_BELOW_L5`` below L5."""
+    return index <= _ABOVE_C2 if level == "C2" else count - 1 - index <= _BELOW_L5
+
+
 def _learnt_anchor(stats: list[BodyStats], scores: dict[int, dict[str, float]]
                    ) -> tuple[str | None, int | None, list[str]]:
     """The landmark (``"C2"`` or ``"L5"``) the anchor scores find most clearly, its body's index, and reasons
     to doubt it; (None, None, []) when neither scores ``_L5_SURE``."""
     picks = []
     for level in ("C2", "L5"):
-        p = [float(scores.get(b.label, {}).get(level, 0.0)) for b in stats]
+        p = [float(scores.get(b.label, {}).get(level, 0.0)) if _may_be(level, i, len(stats)) else 0.0
+             for i, b in enumerate(stats)]
         best = int(np.argmax(p))
         picks.append((p[best], level, best, p))
     top, level, best, p = max(picks)
@@ -264,12 +279,12 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
         if protocol is None:
             return LevelNames({}, None, True, [lumbar_hint + "; bodies left unnamed (give the protocol, e.g. "
                                                "levels='L1-L5', to name them in order)"])
-    elif any(b.has_dens for b in stats):
+    elif any(b.has_dens for i, b in enumerate(stats) if _may_be("C2", i, len(stats))):
         anchor = "C2 dens"
     elif len(stats) > 1 and stats[0].full_height >= _TALLEST * float(np.median([b.full_height for b in stats[1:]])):
         anchor = "C2 (tallest top body)"
     if anchor is not None:
-        dens = [i for i, b in enumerate(stats) if b.has_dens] or [0]
+        dens = [i for i, b in enumerate(stats) if b.has_dens and _may_be("C2", i, len(stats))] or [0]
         names, reasons = _count_from_c2(stats, dens[0])
         if len(dens) > 1:
             reasons.append(f"{len(dens)} bodies look like C2 (a dens); the top one is taken")
