@@ -177,3 +177,21 @@ def test_a_posterior_column_that_rejoins_the_sacrum_does_not_win() -> None:
                        0.711, 0.271])
     strong = np.flatnonzero(scores >= 0.25)
     np.testing.assert_array_equal(strong[spine_chain(boxes[strong], scores[strong])], [0, 1, 2, 4, 6, 11])
+
+
+def test_a_long_step_from_the_top_body_that_bends_away_is_the_skull() -> None:
+    """Detector output of the shipped xray model on X-ray phantom xray_00004 (06's Figure 5): C2 (box 2, its
+    dens included) to T1 (box 8); box 1 (0.27) lies on the occiput, two levels above C2 and a body width
+    behind it (its step turns 35° from C2→C3). It was drawn as a body and named C1. The same long step in line
+    with the column (box 1 moved over C2) stays: only the bend tells the skull."""
+    boxes = np.array([[219, 0, 267, 11], [208, 14, 277, 71], [133, 95, 190, 185], [129, 195, 181, 240],
+                      [127, 249, 176, 292], [122, 299, 173, 342], [118, 351, 170, 393], [115, 402, 169, 445],
+                      [112, 453, 168, 492], [109, 467, 172, 511]], np.float32)
+    scores = np.array([0.07, 0.27, 0.84, 0.81, 0.83, 0.8, 0.79, 0.78, 0.7, 0.3])
+    strong = np.flatnonzero(scores >= 0.25)
+    chain = strong[spine_chain(boxes[strong], scores[strong])]
+    assert chain[0] == 2 and 1 not in chain and 8 in chain
+    in_line = boxes.copy()
+    in_line[1] = [140, 0, 195, 50]  # the same box two levels above C2, on the column's line
+    chain = strong[spine_chain(in_line[strong], scores[strong])]
+    assert chain[0] == 1 and 2 in chain
