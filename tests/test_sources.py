@@ -170,3 +170,14 @@ def test_crossval_by_source_from_the_command_line(two_sources: tuple[Path, Path]
     assert set(table["held_out"]) == names and len(names) == 2 and set(table["stage"]) == {"unseen_all"}
     assert main(["crossval", "--manifest", str(two_sources[0]), "--manifest", str(two_sources[1]),
                  "--out", str(tmp_path / "cv2")]) != 0, "by patient takes one manifest"
+
+
+def test_area_ratio_says_how_much_larger_the_masks_are_than_the_annotations() -> None:
+    import pandas as pd
+
+    from cervkit.evaluation.leave_out import area_ratio
+
+    rows = pd.DataFrame({"matched": [True, True, True, False], "gt_area_px": [100, 200, 400, 300],
+                         "pred_area_px": [110, 240, 400, 0]})
+    assert area_ratio(rows) == 1.1  # the median of 1.1, 1.2, 1.0; the missed body is not a ratio
+    assert area_ratio(rows.assign(matched=False)) is None

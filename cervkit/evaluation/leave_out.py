@@ -29,7 +29,31 @@ import pandas as pd
 
 from cervkit.core.errors import CervkitInputError
 
-__all__ = ["finetune_subset", "leave_one_source_out", "score_source"]
+__all__ = ["area_ratio", "finetune_subset", "leave_one_source_out", "score_source"]
+
+
+def area_ratio(vertebrae: pd.DataFrame) -> float | None:
+    """Median predicted / annotated area of the matched bodies: above 1 the masks are larger than the annotations.
+
+    A source annotated by another convention shows here before anywhere else: on the water-fat Dixon set, whose
+    outlines lie about a pixel inside the bone's edge, a model trained on T2 (outlines through the dark cortical
+    rim) draws 1.14× the annotated area, 1.05× after a 5-image fine-tune, 0.99× on T2 itself.
+
+    Parameters
+    ----------
+    vertebrae : pandas.DataFrame
+        Per-vertebra rows (:func:`cervkit.evaluation.matching.per_vertebra_metrics`): ``matched``, ``gt_area_px``,
+        ``pred_area_px``.
+
+    Returns
+    -------
+    float or None
+        None when no body was matched.
+    """
+    matched = vertebrae[vertebrae["matched"].astype(bool) & (vertebrae["gt_area_px"] > 0)]
+    if matched.empty:
+        return None
+    return round(float((matched["pred_area_px"] / matched["gt_area_px"]).median()), 4)
 
 
 def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[str], *,
@@ -51,7 +75,7 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     dict
         ``images``, ``bodies``, ``dice_image``, ``dice_vertebra`` (a missed body counts 0), ``found`` (IoU ≥ 0.5),
         ``per_level`` (level → mean Dice), ``seconds_median``, ``named_right`` (bodies found and named right,
-        :mod:`cervkit.evaluation.naming`; None without a ``levels`` column).
+        :mod:`cervkit.evaluation.naming`; None without a ``levels`` column), ``area_ratio`` (:func:`area_ratio`).
     """
     import numpy as np
 
@@ -78,7 +102,7 @@ def score_source(run: str | PathLike[str], manifest: Any, out: str | PathLike[st
     return {"images": int(len(ev.images)), "bodies": int(len(gt)), "named_right": named_right,
             "dice_image": round(float(ev.images["dice"].mean()), 4),
             "dice_vertebra": round(float(gt["dice"].fillna(0).mean()), 4),
-            "found": round(float(gt["matched"].mean()), 4), "per_level": per_level,
+            "found": round(float(gt["matched"].mean()), 4), "area_ratio": area_ratio(gt), "per_level": per_level,
             "seconds_median": round(float(np.median(ev.images["seconds"])), 4)}
 
 
