@@ -160,7 +160,8 @@ def train_anchor(manifest: Any, run_dir: str | PathLike[str], *, epochs: int = 4
                  quick: bool | None = None, max_minutes: float | None = 6.0,
                  init_checkpoint: str | PathLike[str] | None = None, overwrite: bool = False,
                  other_sequences: bool = False, beyond: bool = False) -> AnchorRun | None:
-    """Train the anchor classifier on the ``train`` split, keeping the epoch of best ``val`` balanced accuracy.
+    """Train the anchor classifier on the ``train`` split, keeping the epoch of best ``val`` balanced accuracy
+    (of equals, the lowest ``val`` loss).
 
     Parameters
     ----------
@@ -229,7 +230,9 @@ def train_anchor(manifest: Any, run_dir: str | PathLike[str], *, epochs: int = 4
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     val_x = _batch(val_images, val, None).to(dev)
     val_y = np.array([c for *_, c in val])
-    best = {"score": -1.0, "epoch": 0, "state": {k: v.clone() for k, v in net.state_dict().items()}}
+    val_t = torch.tensor(val_y, device=dev)
+    best = {"score": -1.0, "loss": float("inf"), "epoch": 0,
+            "state": {k: v.clone() for k, v in net.state_dict().items()}}
     print(f"anchor: {len(train)} training windows ({', '.join(f'{n} {int(c)}' for n, c in zip(ANCHOR_CLASSES, counts))})"
           f", at most {epochs} epochs, patience {patience}, time cap {max_minutes} min")
     start, rows, stop_reason = time.perf_counter(), [], "epochs_done"
@@ -249,11 +252,17 @@ def train_anchor(manifest: Any, run_dir: str | PathLike[str], *, epochs: int = 4
         scheduler.step()
         net.eval()
         with torch.no_grad():
-            pred = net(val_x).argmax(1).cpu().numpy()
+            logits = net(val_x)
+            val_loss = float(loss_fn(logits, val_t))
+            pred = logits.argmax(1).cpu().numpy()
         score = _balanced_accuracy(pred, val_y)
-        rows.append({"epoch": epoch, "train_loss": total / len(train), "val_balanced_accuracy": score})
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": {k: v.clone() for k, v in net.state_dict().items()}}
+        rows.append({"epoch": epoch, "train_loss": total / len(train), "val_balanced_accuracy": score,
+                     "val_loss": val_loss})
+        # a tie in accuracy goes to the lower validation loss: a fine-tune's few windows are all right after one
+        # epoch, and keeping that epoch kept the classifier it started from
+        if score > best["score"] or (score == best["score"] and val_loss < best["loss"]):
+            best = {"score": score, "loss": val_loss, "epoch": epoch,
+                    "state": {k: v.clone() for k, v in net.state_dict().items()}}
         if epoch - best["epoch"] >= patience:
             stop_reason = "early_stop"
             break

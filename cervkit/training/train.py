@@ -134,7 +134,7 @@ def _train_anchor_stage(split: Any, run: Path, source: Any, *, seed: int, quick:
 
     base = None if source is None else Path(source.run) / "anchor" / "model.pt"
     base = base if base is not None and base.is_file() else None
-    kwargs = {"epochs": 20 if base is not None else 40, **dict(options or {})}
+    kwargs = {"epochs": 40, **dict(options or {})}
     trained = train_anchor(split, run, seed=seed, quick=quick, device=device, overwrite=overwrite,
                            init_checkpoint=base, **kwargs)
     if trained is None and base is not None:
