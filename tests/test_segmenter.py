@@ -169,6 +169,7 @@ def test_train_two_epochs_writes_run_and_reloads(tmp_path: Path, one_thread) -> 
 
     seg = Segmenter.load(tmp_path / "run", device="cpu")
     assert (seg.crop_size, seg.margin) == (64, 0.15)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in seg.model.modules())  # folded for inference
     # the saved weights are the best epoch's: recomputing its validation IoU gives the recorded value
     val = CropDataset(split.subset(split="val"), crop_size=64, margin=0.15, jitter=0.1, augment=False, seed=0)
     loader = torch.utils.data.DataLoader(val, batch_size=64)
@@ -257,6 +258,34 @@ def test_the_cpu_segmenter_runs_channels_last_with_the_same_output() -> None:
     seg.model = seg.model.to(memory_format=torch.contiguous_format)
     for a, c in zip(fast, seg.predict_crops(image, boxes)):
         np.testing.assert_allclose(a, c.prob, atol=1e-4)
+
+
+def test_a_loaded_segmenter_folds_its_batch_norms_into_the_convolutions(tmp_path: Path) -> None:
+    """Conv + batch norm folded for inference (40 -> 36 ms per 14 crops on 2 cores), the same logits."""
+    import copy
+
+    from cervkit.inference.segmenter import _fuse_batchnorm
+    from cervkit.models.factory import build_segmentation_model
+
+    torch.manual_seed(0)
+    net = build_segmentation_model("unet3plus", encoder_name="mobilenet_v2", encoder_weights=None)
+    for module in net.modules():  # statistics as after training, not the identity of a fresh layer
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    folded = copy.deepcopy(net)
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert _fuse_batchnorm(folded) == n_norms > 50
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(3, 1, 64, 64)
+    with torch.inference_mode():
+        np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-4)
+    training = copy.deepcopy(net).train()
+    with pytest.raises(AssertionError):  # a model in training keeps its batch norms
+        _fuse_batchnorm(training)
 
 
 def test_other_sequences_remaps_training_crops_by_random_intensity_curves(phantoms) -> None:
