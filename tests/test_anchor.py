@@ -142,8 +142,8 @@ def test_train_anchor_learns_from_levels_and_skips_data_without_landmarks(tmp_pa
     assert config["data"]["train_windows"] > json.loads(run.config_json.read_text())["data"]["train_windows"]  # + C1
     # a fine-tune on a few images: every validation window is right after the first epoch, so the kept epoch is the
     # one of lowest validation loss among those (keeping the first kept the classifier it started from)
-    base = train_anchor(manifest, tmp_path / "run4", epochs=12, seed=0)
-    tuned = train_anchor(manifest, tmp_path / "run5", epochs=8, seed=0, init_checkpoint=base.model_path)
+    base = train_anchor(manifest, tmp_path / "run4", epochs=12, seed=0, quick=False)  # quick mode stops at 2
+    tuned = train_anchor(manifest, tmp_path / "run5", epochs=8, seed=0, init_checkpoint=base.model_path, quick=False)
     history = json.loads(tuned.config_json.read_text())["history"]
     ranked = max(history, key=lambda r: (r["val_balanced_accuracy"], -r["val_loss"]))
     assert tuned.best_epoch == ranked["epoch"]
