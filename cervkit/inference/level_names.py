@@ -274,17 +274,18 @@ def name_bodies(labels: np.ndarray, *, spacing_mm: Sequence[float] | None = None
             _check_protocol(names, expected, reasons)
         return LevelNames(names, "L5 (sacrum below)" if level == "L5" else "C2 (learnt)", bool(reasons), reasons)
     anchor = None
+    dens = [i for i, b in enumerate(stats) if b.has_dens and _may_be("C2", i, len(stats))]
     lumbar_hint = _lumbar_hint(stats, anchor_scores) if anchor_scores else None
     if lumbar_hint is not None:
         if protocol is None:
             return LevelNames({}, None, True, [lumbar_hint + "; bodies left unnamed (give the protocol, e.g. "
                                                "levels='L1-L5', to name them in order)"])
-    elif any(b.has_dens for i, b in enumerate(stats) if _may_be("C2", i, len(stats))):
+    elif dens:
         anchor = "C2 dens"
     elif len(stats) > 1 and stats[0].full_height >= _TALLEST * float(np.median([b.full_height for b in stats[1:]])):
         anchor = "C2 (tallest top body)"
     if anchor is not None:
-        dens = [i for i, b in enumerate(stats) if b.has_dens and _may_be("C2", i, len(stats))] or [0]
+        dens = dens or [0]  # the tallest top body
         names, reasons = _count_from_c2(stats, dens[0])
         if len(dens) > 1:
             reasons.append(f"{len(dens)} bodies look like C2 (a dens); the top one is taken")
